@@ -1,0 +1,1 @@
+"""The machinery behind scripts/testenv (standard library only)."""
