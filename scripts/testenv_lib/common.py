@@ -26,6 +26,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 HOST_IP = "10.244.0.1"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 DNS_SERVICE_IP = "10.96.0.10"
+# The bridge the script creates first and the CNI bridge plugin then reuses.
+BRIDGE = "flowkit0"
 
 
 class TestenvError(Exception):
