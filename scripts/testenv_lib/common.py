@@ -215,6 +215,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def pid_of(ctx: Context, name: str) -> int | None:
+    """The pid recorded for daemon `name` (it may be stale: see daemon_alive)."""
+    return _pid_of(ctx, name)
+
+
+def cmdline(pid: int) -> str:
+    """The command line of `pid`, space-joined ("" if it is gone)."""
+    return _cmdline(pid)
+
+
 def daemon_alive(ctx: Context, name: str) -> bool:
     pid = _pid_of(ctx, name)
     if pid is None:
