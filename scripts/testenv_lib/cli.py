@@ -60,6 +60,9 @@ def cmd_env(ctx: Context, names: list[str]) -> None:
     for module in _selected(names):
         for key, value in module.env(ctx).items():
             print(f"export {key}={shlex.quote(value)}")
+    # The tools linked into bin_dir (helm, kubectl) go in front of the caller's PATH.
+    if ctx.bin_dir.is_dir() and any(ctx.bin_dir.iterdir()):
+        print(f'export PATH={shlex.quote(str(ctx.bin_dir))}:"$PATH"')
 
 
 def main(argv: list[str] | None = None) -> int:

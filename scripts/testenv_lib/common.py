@@ -7,6 +7,8 @@ so that pid files, logs and error messages look the same everywhere.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -14,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +101,35 @@ class Context:
     def pidfile(self, name: str) -> Path:
         (self.run / "pids").mkdir(parents=True, exist_ok=True)
         return self.run / "pids" / f"{name}.pid"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Symlinks to the tools (helm, kubectl); `env` puts this directory on PATH."""
+        return self.run / "bin"
+
+
+def link_bin(ctx: Context, name: str, target: Path) -> None:
+    """Expose `target` as `name` in ctx.bin_dir (replacing an older link)."""
+    ctx.bin_dir.mkdir(parents=True, exist_ok=True)
+    link = ctx.bin_dir / name
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and link.readlink() == target:
+            return
+        link.unlink()
+    link.symlink_to(target)
+
+
+def unlink_bin(ctx: Context, name: str) -> None:
+    (ctx.bin_dir / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def cache_lock(ctx: Context, name: str) -> Iterator[None]:
+    """Serialise installs of `name` into the cache across concurrent `up`s."""
+    (ctx.cache / "locks").mkdir(parents=True, exist_ok=True)
+    with (ctx.cache / "locks" / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def say(message: str) -> None:

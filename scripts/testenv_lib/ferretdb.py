@@ -1,0 +1,214 @@
+"""A MongoDB wire-protocol server: FerretDB with its SQLite backend, built from Go modules.
+
+`go install …@v1.24.0` fails here (the proxy refuses the module's version list) and a
+build as a dependency of a wrapper module panics at start (no version file), so the
+module is downloaded through a wrapper go.mod, copied out of the module cache,
+given its build/version/version.txt and built in place (TESTENV.md). The binary is
+cached per version. It listens on HOST_IP only: pods and host clients use one URL.
+
+With FLOWKIT_TEST_MONGO_URL set, that server is used instead: nothing is built or run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import struct
+from pathlib import Path
+
+from . import network
+from .common import (
+    HOST_IP,
+    Context,
+    TestenvError,
+    cache_lock,
+    cmdline,
+    daemon_alive,
+    free_port,
+    kill_stray,
+    pid_of,
+    require_disk,
+    require_tool,
+    run,
+    say,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
+
+NAME = "ferretdb"
+VERSION = "v1.24.0"
+MODULE = "github.com/FerretDB/FerretDB"
+URL_VARIABLE = "FLOWKIT_TEST_MONGO_URL"
+START_TIMEOUT = 30.0
+
+
+def external_url() -> str | None:
+    return os.environ.get(URL_VARIABLE) or None
+
+
+# -- build ------------------------------------------------------------------------------
+def _go_env(ctx: Context) -> dict[str, str]:
+    # The same Go caches as the cluster's builds, so modules are downloaded once.
+    go = ctx.cache / "go"
+    return {
+        "GOMODCACHE": str(go / "mod"),
+        "GOCACHE": str(go / "build"),
+        "GOPATH": str(go / "path"),
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=mod -buildvcs=false",
+        "CGO_ENABLED": "0",
+    }
+
+
+def binary(ctx: Context) -> Path:
+    return ctx.cache / "ferretdb" / VERSION / "ferretdb"
+
+
+def install(ctx: Context) -> Path:
+    """Build the binary once per version; later calls return at once."""
+    target = binary(ctx)
+    if target.exists():
+        return target
+    with cache_lock(ctx, NAME):
+        if not target.exists():
+            _build(ctx, target)
+    return target
+
+
+def _build(ctx: Context, target: Path) -> None:
+    require_tool("go", "building FerretDB needs Go 1.22 or newer (Debian's golang-go, or go.dev/dl)")
+    require_disk(ctx.cache, 2.0, f"building FerretDB {VERSION}")
+    say(f"ferretdb: building FerretDB {VERSION} from the Go module proxy (once, ~2 min)")
+    log = ctx.logfile("ferretdb-build")
+    env = _go_env(ctx)
+    work = target.parent / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    wrapper = work / "wrapper"
+    wrapper.mkdir(parents=True)
+    (wrapper / "go.mod").write_text(f"module flowkit.test/ferretdb\n\ngo 1.22\n\nrequire {MODULE} {VERSION}\n")
+    out = run(["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"], cwd=wrapper, env=env, check=False,
+              timeout=900)
+    with log.open("a") as out_log:
+        out_log.write(out.stdout + out.stderr)
+    try:
+        module_dir = Path(json.loads(out.stdout)["Dir"])
+    except (ValueError, KeyError) as exc:
+        raise TestenvError(f"go mod download of {MODULE}@{VERSION} failed", log) from exc
+    source = work / "src"
+    shutil.copytree(module_dir, source)
+    _make_writable(source)  # the module cache is read-only
+    (source / "build" / "version" / "version.txt").write_text(VERSION + "\n")
+    run(["go", "build", "-trimpath", "-o", str(work / "ferretdb"), "./cmd/ferretdb"],
+        cwd=source, env=env, log=log, timeout=1800)
+    (work / "ferretdb").replace(target)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _make_writable(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+# -- readiness: a `hello` over the wire ---------------------------------------------------
+def _bson_hello() -> bytes:
+    elements = b"\x10hello\x00" + struct.pack("<i", 1)
+    elements += b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00"
+    return struct.pack("<i", len(elements) + 5) + elements + b"\x00"
+
+
+def answers_hello(host: str, port: int) -> bool:
+    """True when the server answers an OP_MSG `hello` with ok: 1."""
+    body = struct.pack("<I", 0) + b"\x00" + _bson_hello()
+    message = struct.pack("<iiii", 16 + len(body), 1, 0, 2013) + body
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(message)
+            data = b""
+            while len(data) < 4 or len(data) < struct.unpack_from("<i", data)[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return False
+                data += chunk
+    except OSError:
+        return False
+    marker = b"\x01ok\x00"
+    at = data.find(marker)
+    return at >= 0 and struct.unpack_from("<d", data, at + len(marker))[0] == 1.0
+
+
+# -- the server ------------------------------------------------------------------------
+def _home(ctx: Context) -> Path:
+    return ctx.run / "ferretdb"
+
+
+def _port(ctx: Context) -> int | None:
+    port = ctx.get("ferretdb.port")
+    return int(port) if isinstance(port, int) else None
+
+
+def _running(ctx: Context) -> bool:
+    pid = pid_of(ctx, NAME)
+    return daemon_alive(ctx, NAME) and pid is not None and "ferretdb" in cmdline(pid)
+
+
+def url(ctx: Context) -> str | None:
+    port = _port(ctx)
+    return f"mongodb://{HOST_IP}:{port}/" if port is not None else None
+
+
+def up(ctx: Context) -> None:
+    if external_url():
+        return
+    network.ensure(ctx)
+    exe = install(ctx)
+    port = _port(ctx)
+    if _running(ctx) and port is not None and answers_hello(HOST_IP, port):
+        return
+    home = _home(ctx)
+    stop_daemon(ctx, NAME)
+    kill_stray(str(home / "data"))  # a server of a killed run whose pid file was lost
+    # Each start is a fresh, empty server (tests use fresh database names anyway).
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "data").mkdir(parents=True)
+    port = free_port(HOST_IP)
+    ctx.put("ferretdb.port", port)
+    argv = [
+        str(exe), "--handler=sqlite", f"--sqlite-url=file:{home / 'data'}/",
+        f"--listen-addr={HOST_IP}:{port}", "--telemetry=disable", f"--state-dir={home}",
+        "--debug-addr=-", "--log-level=info",
+    ]
+    start_daemon(ctx, NAME, argv, cwd=home)
+    wait_until(lambda: answers_hello(HOST_IP, port), START_TIMEOUT, f"FerretDB on {HOST_IP}:{port}",
+               ctx.logfile(NAME), NAME, ctx)
+
+
+def down(ctx: Context) -> None:
+    if _port(ctx) is None and not _running(ctx):
+        return
+    stop_daemon(ctx, NAME)
+    kill_stray(str(_home(ctx) / "data"))
+    shutil.rmtree(_home(ctx), ignore_errors=True)
+    ctx.forget("ferretdb.port")
+
+
+def status(ctx: Context) -> str:
+    external = external_url()
+    if external:
+        return f"external server {external} ({URL_VARIABLE})"
+    port = _port(ctx)
+    if not _running(ctx) or port is None:
+        return "stopped"
+    state = "ready" if answers_hello(HOST_IP, port) else "NOT ANSWERING"
+    return f"{state}, pid {pid_of(ctx, NAME)}, {url(ctx)}"
+
+
+def env(ctx: Context) -> dict[str, str]:
+    external = external_url()
+    if external:
+        return {URL_VARIABLE: external}
+    address = url(ctx)
+    return {URL_VARIABLE: address} if address and _running(ctx) else {}
