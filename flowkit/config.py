@@ -1,0 +1,109 @@
+"""Coordinator and worker configuration: defaults < file < environment < overrides.
+
+``WorkerConfig.load("worker.json", overrides={"roles": ["processor"]})`` as in the seed
+docs; environment variables ``FLOWKIT_WORKER_<FIELD>`` / ``FLOWKIT_COORDINATOR_<FIELD>``
+(lists comma-separated, or JSON) sit between the file and the overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+
+class _LoadableConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    env_prefix: ClassVar[str] = "FLOWKIT_"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Self:
+        """Read a JSON or YAML file, apply environment variables, then ``overrides``."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data.update(_read_mapping(Path(path)))
+        data.update(cls._from_environment())
+        data.update(overrides or {})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            where = f" in {path}" if path else ""
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"{cls.__name__}{where}: {problems}") from None
+
+    @classmethod
+    def _from_environment(cls) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = os.environ.get(f"{cls.env_prefix}{name.upper()}")
+            if raw is None:
+                continue
+            try:
+                found[name] = json.loads(raw)
+            except ValueError:
+                found[name] = raw.split(",") if name in ("roles", "worker_types") else raw
+        return found
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON/YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+class CoordinatorConfig(_LoadableConfig):
+    """Settings of a coordinator (seed docs: ``CoordinatorConfig(worker_types=[...])``)."""
+
+    env_prefix: ClassVar[str] = "FLOWKIT_COORDINATOR_"
+
+    kafka_bootstrap: str = "localhost:9092"
+    worker_types: list[str] | None = None
+    """Roles that have workers; graphs using other roles are rejected. None: don't check."""
+    coordinator_id: str = Field(default_factory=lambda: f"coord-{uuid.uuid4().hex[:8]}")
+    max_nodes: int = Field(default=10_000, ge=1)
+    worker_lease_ttl_sec: float = Field(default=60.0, gt=0)
+    """A running node whose worker sent no heartbeat for this long is retried elsewhere."""
+    lease_check_interval_sec: float = Field(default=5.0, gt=0)
+
+
+class WorkerConfig(_LoadableConfig):
+    """Settings of a worker, with the seed docs' names and defaults."""
+
+    env_prefix: ClassVar[str] = "FLOWKIT_WORKER_"
+
+    kafka_bootstrap: str = "localhost:9092"
+    roles: list[str] = Field(default_factory=list)
+    worker_id: str | None = None
+    worker_version: str = "2.0.0"
+    lease_ttl_sec: float = Field(default=60, gt=0)
+    hb_interval_sec: float = Field(default=20, gt=0)
+    announce_interval_sec: float = Field(default=60, gt=0)
+    dedup_cache_size: int = Field(default=10_000, ge=0)
+    dedup_ttl_ms: int = Field(default=3_600_000, ge=0)
+    pull_poll_ms_default: int = Field(default=300, gt=0)
+    db_cancel_poll_ms: int = Field(default=500, gt=0)
+    capacity: int = Field(default=1, ge=1)
+    """How many node runs this worker executes at once."""
+    cancel_grace_sec: float = Field(default=10.0, ge=0)
+    """After a cancel, how long a handler may take to notice ``ctx.cancel_flag`` before it is interrupted."""
+
+    @model_validator(mode="after")
+    def _fill_worker_id(self) -> Self:
+        if not self.worker_id:
+            object.__setattr__(self, "worker_id", f"worker-{uuid.uuid4().hex[:10]}")
+        return self

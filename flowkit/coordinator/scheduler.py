@@ -1,0 +1,253 @@
+"""Scheduling decisions for one task: pure logic, no I/O, no clock.
+
+The coordinator feeds events in (a node started, wrote its first batch, finished,
+failed, a retry is due, the task is cancelled) and carries out the actions that come
+back. Each event touches only the node and its direct dependents, so a task's cost
+grows linearly with its nodes and edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..graph import GraphSpec, NodeSpec
+from ..states import NodeError, State
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Start ``attempt`` of the node (on a worker, or in the coordinator for functions)."""
+
+    node_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    node_id: str
+    attempt: int
+    delay_sec: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopRunning:
+    """Tell the worker running this attempt to stop (cancel or upstream failure)."""
+
+    node_id: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeChanged:
+    node_id: str
+    fields: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnded:
+    state: State
+
+
+Action = Dispatch | RetryLater | StopRunning | NodeChanged | TaskEnded
+
+
+@dataclass(slots=True)
+class _Node:
+    spec: NodeSpec
+    required: int
+    state: State = State.QUEUED
+    attempt: int = 0
+    produced: bool = False  # wrote its first batch
+    started_by: set[str] = field(default_factory=set)  # deps counted towards starting
+    dead_deps: int = 0  # deps that failed or were cancelled
+    dependents: list[str] = field(default_factory=list)
+    closed: bool = False  # reached a terminal state and was counted as such
+
+    @property
+    def streaming(self) -> bool:
+        return self.spec.io.start_when == "first_batch"
+
+
+class Scheduler:
+    """The state machine of one task's nodes."""
+
+    def __init__(self, graph: GraphSpec) -> None:
+        self.nodes: dict[str, _Node] = {}
+        for spec in graph.nodes:
+            self.nodes[spec.node_id] = _Node(spec, spec.fan_in_rule.required(len(spec.depends_on)))
+        for spec in graph.nodes:
+            for dep in spec.depends_on:
+                self.nodes[dep].dependents.append(spec.node_id)
+        self.open = len(self.nodes)
+        self.state = State.QUEUED
+        self.any_failed = False
+
+    # -- events --------------------------------------------------------------------
+
+    def start(self) -> list[Action]:
+        self.state = State.RUNNING
+        out: list[Action] = []
+        for node in self.nodes.values():
+            if node.required == 0:
+                self._dispatch(node, out)
+        return out
+
+    def node_started(self, node_id: str, attempt: int, worker_id: str, now: float) -> list[Action]:
+        node = self._current(node_id, attempt)
+        if node is None or node.state != State.QUEUED:
+            return []
+        node.state = State.RUNNING
+        fields: dict[str, object] = {"status": State.RUNNING, "worker_id": worker_id}
+        if attempt == 1:
+            fields["started_at"] = now
+        return [NodeChanged(node_id, fields)]
+
+    def first_batch(self, node_id: str, attempt: int) -> list[Action]:
+        node = self._current(node_id, attempt)
+        if node is None or node.produced:
+            return []
+        node.produced = True
+        out: list[Action] = []
+        for child_id in node.dependents:
+            child = self.nodes[child_id]
+            if child.streaming:
+                self._satisfy(child, node_id, out)
+        return out
+
+    def node_finished(self, node_id: str, attempt: int, now: float) -> list[Action]:
+        node = self._current(node_id, attempt)
+        if node is None or node.state.terminal or self.state == State.CANCELLING:
+            return self._maybe_cancelled(node, State.FINISHED, now)
+        out: list[Action] = [NodeChanged(node_id, {"status": State.FINISHED, "finished_at": now, "error": None})]
+        self._close(node, State.FINISHED, out)
+        for child_id in node.dependents:
+            self._satisfy(self.nodes[child_id], node_id, out)
+        return self._settle(out)
+
+    def node_failed(self, node_id: str, attempt: int, error: NodeError, now: float) -> list[Action]:
+        node = self._current(node_id, attempt)
+        if node is None or node.state.terminal or self.state == State.CANCELLING:
+            return self._maybe_cancelled(node, State.FAILED, now)
+        policy = node.spec.retry_policy
+        permanent = error.permanent or error.code in policy.permanent_on
+        out: list[Action] = []
+        if not permanent and attempt < policy.max:
+            node.state = State.DEFERRED
+            out.append(NodeChanged(node_id, {"status": State.DEFERRED, "error": error,
+                                             "retry_at": now + policy.backoff_sec}))
+            out.append(RetryLater(node_id, attempt + 1, policy.backoff_sec))
+            return out
+        error = error.model_copy(update={"permanent": permanent})
+        self._fail(node, error, now, out)
+        return self._settle(out)
+
+    def retry_due(self, node_id: str, attempt: int) -> list[Action]:
+        node = self.nodes[node_id]
+        if node.state != State.DEFERRED or node.attempt != attempt - 1:
+            return []
+        out: list[Action] = []
+        self._dispatch(node, out)
+        return out
+
+    def node_cancelled(self, node_id: str, attempt: int, now: float) -> list[Action]:
+        node = self._current(node_id, attempt)
+        if node is None or node.state.terminal:
+            return []
+        out: list[Action] = [NodeChanged(node_id, {"status": State.CANCELLED, "finished_at": now})]
+        self._close(node, State.CANCELLED, out)
+        return self._settle(out)
+
+    def cancel(self, reason: str, now: float) -> list[Action]:
+        """Cancel the task: waiting nodes at once, running ones once their worker stops."""
+        if self.state.terminal or self.state == State.CANCELLING:
+            return []
+        self.state = State.CANCELLING
+        out: list[Action] = []
+        for node in self.nodes.values():
+            if node.state.terminal:
+                continue
+            if node.state == State.RUNNING or (node.state == State.QUEUED and node.attempt > 0):
+                node.state = State.CANCELLING
+                out.append(NodeChanged(node.spec.node_id, {"status": State.CANCELLING}))
+                out.append(StopRunning(node.spec.node_id, node.attempt, reason))
+            else:
+                out.append(NodeChanged(node.spec.node_id, {"status": State.CANCELLED, "finished_at": now}))
+                self._close(node, State.CANCELLED, out)
+        return self._settle(out)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _current(self, node_id: str, attempt: int) -> _Node | None:
+        """The node if ``attempt`` is its current one; stale or unknown messages are ignored."""
+        node = self.nodes.get(node_id)
+        if node is None or node.attempt != attempt:
+            return None
+        return node
+
+    def _maybe_cancelled(self, node: _Node | None, outcome: State, now: float) -> list[Action]:
+        """While cancelling, a node's last word (finished or failed) ends it as cancelled."""
+        if node is None or node.state != State.CANCELLING:
+            return []
+        return self.node_cancelled(node.spec.node_id, node.attempt, now)
+
+    def _dispatch(self, node: _Node, out: list[Action]) -> None:
+        node.attempt += 1
+        node.state = State.QUEUED
+        out.append(NodeChanged(node.spec.node_id, {"status": State.QUEUED, "attempts": node.attempt,
+                                                   "retry_at": None}))
+        out.append(Dispatch(node.spec.node_id, node.attempt))
+
+    def _satisfy(self, child: _Node, dep_id: str, out: list[Action]) -> None:
+        if dep_id in child.started_by or child.state.terminal:
+            return
+        child.started_by.add(dep_id)
+        if child.attempt == 0 and len(child.started_by) == child.required:
+            self._dispatch(child, out)
+
+    def _fail(self, node: _Node, error: NodeError, now: float, out: list[Action]) -> None:
+        """Fail a node, then every dependent whose fan-in can no longer be met."""
+        pending = [(node, error, self._active(node))]
+        while pending:
+            current, why, active = pending.pop()
+            if active:
+                out.append(StopRunning(current.spec.node_id, current.attempt, why.code))
+            out.append(NodeChanged(current.spec.node_id, {"status": State.FAILED, "error": why,
+                                                          "finished_at": now}))
+            self._close(current, State.FAILED, out)
+            self.any_failed = True
+            for child_id in current.dependents:
+                child = self.nodes[child_id]
+                if child.state.terminal:
+                    continue
+                child.dead_deps += 1
+                if len(child.spec.depends_on) - child.dead_deps < child.required:
+                    reason = NodeError(
+                        code="upstream_failed", permanent=True,
+                        message=f"dependency '{current.spec.node_id}' {current.state.value}; "
+                        f"fan_in '{child.spec.fan_in}' can no longer be met")
+                    pending.append((child, reason, self._active(child)))
+                    child.state = State.FAILED  # claimed, so a second parent skips it
+
+    @staticmethod
+    def _active(node: _Node) -> bool:
+        """Dispatched to a worker and not yet ended."""
+        return node.attempt > 0 and node.state in (State.QUEUED, State.RUNNING, State.CANCELLING)
+
+    def _close(self, node: _Node, state: State, out: list[Action]) -> None:
+        if node.closed:
+            return
+        node.closed = True
+        node.state = state
+        self.open -= 1
+
+    def _settle(self, out: list[Action]) -> list[Action]:
+        if self.open == 0 and not self.state.terminal:
+            if self.state == State.CANCELLING:
+                self.state = State.CANCELLED
+            elif self.any_failed:
+                self.state = State.FAILED
+            else:
+                self.state = State.FINISHED
+            out.append(TaskEnded(self.state))
+        return out

@@ -1,0 +1,76 @@
+"""The wire contract between coordinator and workers: message envelope, kinds, topics.
+
+The same envelopes travel over the in-process bus (as objects) and over Kafka (as
+JSON). Every message carries enough ids to be applied idempotently: a status for an
+attempt that is no longer current, or a batch already counted, changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = 1
+STATUS_TOPIC = "status.v1"
+SIGNALS_TOPIC = "signals.v1"
+ANNOUNCE_TOPIC = "workers.announce.v1"
+DEAD_LETTER_TOPIC = "deadletter.v1"
+
+
+def command_topic(role: str) -> str:
+    """Commands for one worker role, shared by that role's pool (``cmd.<role>.v1``)."""
+    return f"cmd.{role}.v1"
+
+
+class Kind(StrEnum):
+    # coordinator -> workers
+    RUN = "cmd.run"
+    CANCEL = "cmd.cancel"
+    # workers -> coordinator
+    ACCEPTED = "status.accepted"
+    BATCH_DONE = "status.batch_done"
+    FINISHED = "status.finished"
+    FAILED = "status.failed"
+    CANCELLED = "status.cancelled"
+    HEARTBEAT = "status.heartbeat"
+    ANNOUNCE = "worker.announce"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Envelope(BaseModel):
+    """One message. ``dedup_key`` is stable across redeliveries of the same fact."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: int = PROTOCOL_VERSION
+    kind: Kind
+    msg_id: str = Field(default_factory=new_id)
+    dedup_key: str = ""
+    task_id: str = ""
+    node_id: str = ""
+    attempt: int = 0
+    worker_id: str = ""
+    ts: float = Field(default_factory=time.time)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    def key(self) -> str:
+        """Partition key: all messages of a task stay in order relative to each other."""
+        return self.task_id or self.worker_id
+
+
+class RunCommand(BaseModel):
+    """Payload of ``cmd.run``: everything a worker needs to run one node attempt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    io: dict[str, Any]
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)

@@ -1,0 +1,94 @@
+"""Task and node states, and the status record users read."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEFERRED = "deferred"  # waiting for a retry
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({State.FINISHED, State.FAILED, State.CANCELLED})
+
+
+class NodeError(BaseModel):
+    code: str
+    message: str = ""
+    permanent: bool = False
+
+
+class NodeStatus(BaseModel):
+    """One node as users see it (``status.nodes[node_id]``)."""
+
+    node_id: str
+    type: str
+    status: State = State.QUEUED
+    attempts: int = 0
+    batches: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+    error: NodeError | None = None
+    worker_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    retry_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at
+        if end is None:
+            import time
+
+            end = time.time()
+        return max(0.0, end - self.started_at)
+
+
+class TaskStatus(BaseModel):
+    """A task and its nodes: what ``coordinator.get_status`` and ``flowkit run --json`` return."""
+
+    task_id: str
+    status: State = State.QUEUED
+    params: dict[str, Any] = Field(default_factory=dict)
+    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: NodeError | None = None
+    created_at: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == State.FINISHED
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON shape of ``flowkit run --json``."""
+        return {
+            "task_id": self.task_id,
+            "status": self.status.value,
+            "nodes": {
+                nid: {
+                    "status": n.status.value,
+                    "attempts": n.attempts,
+                    "batches": n.batches,
+                    "metrics": n.metrics,
+                    "error": n.error.model_dump() if n.error else None,
+                    "duration_sec": n.duration,
+                }
+                for nid, n in self.nodes.items()
+            },
+            "result": self.result,
+        }

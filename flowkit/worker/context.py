@@ -1,0 +1,61 @@
+"""The per-run context handed to handlers: ids, cancellation, artifacts, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store.base import Store
+
+
+class ArtifactsWriter:
+    """Writes a node's artifacts. Partial ones are visible to streaming readers at once."""
+
+    def __init__(self, store: Store, task_id: str, node_id: str) -> None:
+        self._store = store
+        self._task_id = task_id
+        self._node_id = node_id
+        self.written = 0
+
+    async def upsert_partial(self, batch_uid: str, meta: dict[str, Any]) -> dict[str, str]:
+        """Write (or rewrite) the artifact of one batch; returns its reference."""
+        if not isinstance(meta, dict):
+            raise TypeError(f"artifact meta must be a dict (got {type(meta).__name__})")
+        artifact = await self._store.put_artifact(self._task_id, self._node_id, str(batch_uid), meta)
+        self.written += 1
+        return artifact.ref().model_dump()
+
+    async def complete(self) -> None:
+        """Mark every artifact of the node complete (done by the runtime after finalize)."""
+        await self._store.complete_artifacts(self._task_id, self._node_id)
+
+
+@dataclass
+class RunContext:
+    """What a handler knows about the run it is part of."""
+
+    task_id: str
+    node_id: str
+    attempt: int
+    role: str
+    worker_id: str
+    params: dict[str, Any]
+    artifacts_writer: ArtifactsWriter
+    store: Store
+    checkpoint: dict[str, Any] | None = None
+    """The last checkpoint saved by an earlier attempt of this node, if any."""
+    cancel_flag: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_meta: dict[str, Any] = field(default_factory=dict)
+    processed_count: int = 0
+    skipped_count: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_processed(self) -> int:
+        return self.processed_count
+
+    async def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Persist progress; a later attempt of this node finds it in ``ctx.checkpoint``."""
+        self.checkpoint = dict(checkpoint)
+        await self.store.save_checkpoint(self.task_id, self.node_id, self.checkpoint)

@@ -1,0 +1,1 @@
+"""Handler base classes (see :mod:`flowkit.worker.handlers.base`)."""

@@ -1,0 +1,135 @@
+"""One attempt of one node on a worker: init → batches → process → finalize → cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import numbers
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import HandlerError, InputAdapterError
+from ..states import NodeError
+from .adapters import ADAPTERS, ArtifactFeed, adapter_batches, check_adapter_args
+from .context import RunContext
+from .handlers.base import Batch, BatchResult, FinalizeResult, Handler
+
+log = logging.getLogger("flowkit.worker")
+
+BatchReporter = Callable[[str, dict[str, float]], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    """How the attempt ended: finished (with finalize metrics), failed, or cancelled."""
+
+    state: str  # "finished" | "failed" | "cancelled"
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: NodeError | None = None
+
+
+def numeric_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
+    """Metrics are summed, so only numbers count; bools and text are left out."""
+    if not metrics:
+        return {}
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }  # type: ignore[misc]
+
+
+class NodeRun:
+    """Drives a handler through one attempt and reports each new batch."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        ctx: RunContext,
+        io: dict[str, Any],
+        feed: ArtifactFeed,
+        report_batch: BatchReporter,
+    ) -> None:
+        self.handler = handler
+        self.ctx = ctx
+        self.io = io
+        self.feed = feed
+        self.report_batch = report_batch
+
+    async def execute(self) -> Outcome:
+        ctx = self.ctx
+        try:
+            await self.handler.init(self._run_info())
+            await self._process_all()
+            final = await self.handler.finalize(ctx) or FinalizeResult()
+            await ctx.artifacts_writer.complete()
+            return Outcome("finished", metrics=numeric_metrics(final.metrics))
+        except asyncio.CancelledError:
+            if ctx.cancel_flag.is_set():
+                return Outcome("cancelled")
+            raise  # the worker itself is stopping: hand the node back
+        except Exception as exc:  # the handler's error becomes the node's error
+            return Outcome("failed", error=self._classify(exc))
+        finally:
+            try:
+                await self.handler.cleanup()
+            except Exception:
+                log.exception("task %s node %s: cleanup() raised", ctx.task_id, ctx.node_id)
+
+    def _run_info(self) -> dict[str, Any]:
+        ctx = self.ctx
+        return {
+            "task_id": ctx.task_id, "node_id": ctx.node_id, "attempt": ctx.attempt, "role": ctx.role,
+            "params": ctx.params, "worker_id": ctx.worker_id, "io": self.io, "checkpoint": ctx.checkpoint,
+        }
+
+    def _batches(self) -> AsyncIterator[Batch]:
+        """Orchestrator-first: the node's adapter if it names one, else the handler's."""
+        inline = self.io.get("input_inline") or {}
+        name = inline.get("input_adapter") if isinstance(inline, dict) else None
+        if name is None:
+            return self.handler.iter_batches(self.io)
+        args = inline.get("input_args", {})
+        if name not in ADAPTERS:
+            raise InputAdapterError("bad_input_adapter", f"unknown input adapter '{name}'")
+        problem = check_adapter_args(name, args) if isinstance(args, dict) else "input_args must be a mapping"
+        if problem:
+            raise InputAdapterError("bad_input_args", f"adapter '{name}': {problem}")
+        return adapter_batches(name, args, self.feed)
+
+    async def _process_all(self) -> None:
+        ctx = self.ctx
+        done = set(await ctx.store.batch_records(ctx.task_id, ctx.node_id))
+        seen: set[str] = set()
+        async for batch in self._batches():
+            if ctx.cancel_flag.is_set():
+                raise asyncio.CancelledError
+            uid = str(batch.batch_uid)
+            if uid in seen or uid in done:
+                ctx.skipped_count += 1  # a repeated or already counted batch counts once
+                continue
+            seen.add(uid)
+            result = await self.handler.process_batch(batch, ctx)
+            if result is None:
+                result = BatchResult()
+            if not result.success:
+                raise HandlerError(result.reason_code or "batch_failed", result.error or
+                                   f"batch '{uid}' reported success=False", permanent=result.permanent)
+            metrics = numeric_metrics(result.metrics)
+            if await ctx.store.record_batch(ctx.task_id, ctx.node_id, uid, metrics):
+                ctx.processed_count += 1
+                for key, value in metrics.items():
+                    ctx.metrics[key] = ctx.metrics.get(key, 0) + value
+                await self.report_batch(uid, metrics)
+
+    def _classify(self, exc: Exception) -> NodeError:
+        ctx = self.ctx
+        try:
+            code, permanent = self.handler.classify_error(exc)
+        except Exception:
+            log.exception("task %s node %s: classify_error() raised", ctx.task_id, ctx.node_id)
+            code, permanent = type(exc).__name__, False
+        if isinstance(exc, InputAdapterError):
+            code, permanent = exc.code, True
+        log.warning("task %s node %s attempt %d failed: %s (%s, %s)", ctx.task_id, ctx.node_id,
+                    ctx.attempt, exc, code, "permanent" if permanent else "transient")
+        return NodeError(code=str(code), message=str(exc) or type(exc).__name__, permanent=bool(permanent))
