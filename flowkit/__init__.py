@@ -12,7 +12,16 @@ from .embedded import LocalRuntime
 from .errors import ConfigError, FlowKitError, GraphError, GraphProblem, HandlerError, TaskNotFound
 from .graph import GraphSpec, NodeSpec, load_graph_file, validate_graph
 from .states import NodeStatus, State, TaskStatus
-from .worker import Batch, BatchResult, FinalizationResult, FinalizeResult, Handler, RoleHandler, RunContext, Worker
+from .worker import (
+    Batch,
+    BatchResult,
+    FinalizationResult,
+    FinalizeResult,
+    Handler,
+    RoleHandler,
+    RunContext,
+    Worker,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +38,7 @@ __all__ = [
     "GraphError",
     "GraphProblem",
     "GraphSpec",
+    "Handler",
     "HandlerError",
     "LocalRuntime",
     "NodeSpec",

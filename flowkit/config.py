@@ -35,9 +35,7 @@ class _LoadableConfig(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             where = f" in {path}" if path else ""
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"{cls.__name__}{where}: {problems}") from None
 
     @classmethod

@@ -44,7 +44,9 @@ class LocalRuntime:
                 cfg=WorkerConfig.model_validate(
                     base | {"roles": [role], "capacity": concurrency, "worker_id": f"local-{role}"}
                 ),
-                handlers={role: handler}, store=self.store, bus=self.bus,
+                handlers={role: handler},
+                store=self.store,
+                bus=self.bus,
             )
             for role, handler in handlers.items()
         ]
@@ -70,7 +72,9 @@ class LocalRuntime:
         return await self.coordinator.create_task(params=params or {}, graph=graph)
 
     async def run(
-        self, graph: Mapping[str, Any] | GraphSpec, params: dict[str, Any] | None = None,
+        self,
+        graph: Mapping[str, Any] | GraphSpec,
+        params: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> TaskStatus:
         """Create the task and wait for it to end; returns its final status."""

@@ -118,7 +118,7 @@ class GraphSpec(BaseModel):
 def parse_fan_in(text: str) -> FanIn:
     """``all`` | ``any`` | ``count:N``; raises ValueError with the accepted forms."""
     if text in ("all", "any"):
-        return FanIn(mode=text)  # type: ignore[arg-type]
+        return FanIn(mode="all" if text == "all" else "any")
     if text.startswith("count:"):
         number = text.removeprefix("count:")
         if number.isdigit():
@@ -135,13 +135,19 @@ def load_graph_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise GraphError([GraphProblem(None, "file", "unreadable", f"cannot read {path}: {exc.strerror}")])
+        raise GraphError(
+            [GraphProblem(None, "file", "unreadable", f"cannot read {path}: {exc.strerror}")]
+        ) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise GraphError([GraphProblem(None, "file", "unparsable", f"{path} is not valid YAML/JSON: {exc}")])
+        raise GraphError(
+            [GraphProblem(None, "file", "unparsable", f"{path} is not valid YAML/JSON: {exc}")]
+        ) from None
     if not isinstance(data, dict):
-        raise GraphError([GraphProblem(None, "file", "not_a_mapping", f"{path} must hold a mapping with 'nodes'")])
+        raise GraphError(
+            [GraphProblem(None, "file", "not_a_mapping", f"{path} must hold a mapping with 'nodes'")]
+        )
     return data
 
 
@@ -165,9 +171,13 @@ def validate_graph(
     ``adapters`` / ``functions``: argument checkers; default to FlowKit's registries.
     """
     if adapters is None:
-        from .worker.adapters import check_adapter_args as adapters
+        from .worker.adapters import check_adapter_args
+
+        adapters = check_adapter_args
     if functions is None:
-        from .coordinator.functions import check_function_args as functions
+        from .coordinator.functions import check_function_args
+
+        functions = check_function_args
     raw = graph.model_dump() if isinstance(graph, GraphSpec) else graph
     problems: list[GraphProblem] = []
     nodes = _parse_nodes(raw, max_nodes, problems)
@@ -203,7 +213,9 @@ def _parse_nodes(
     unknown = set(raw) - {"nodes", "edges"}
     if unknown:
         problems.append(
-            GraphProblem(None, ", ".join(sorted(unknown)), "unknown_field", "graphs have only nodes and edges")
+            GraphProblem(
+                None, ", ".join(sorted(unknown)), "unknown_field", "graphs have only nodes and edges"
+            )
         )
     nodes: dict[str, NodeSpec] = {}
     for index, item in enumerate(items):
@@ -270,7 +282,9 @@ def _merge_edges(
         for end in (src, dst):
             if end not in nodes:
                 problems.append(
-                    GraphProblem(None, "edges", "unknown_node", f"edge [{src}, {dst}] names unknown node '{end}'")
+                    GraphProblem(
+                        None, "edges", "unknown_node", f"edge [{src}, {dst}] names unknown node '{end}'"
+                    )
                 )
         if dst in nodes and src not in from_edges.setdefault(dst, []):
             from_edges[dst].append(src)
@@ -291,7 +305,7 @@ def _merge_edges(
         else:
             merged[node_id] = node.model_copy(update={"depends_on": tuple(sources)})
     for node_id in explicit:
-        node = merged[node_id] if node_id in merged else None
+        node = merged.get(node_id)
         if node is None or not edges:
             continue
         missing_edges = [d for d in node.depends_on if (d, node_id) not in edges]
@@ -335,7 +349,9 @@ def _check_node(
     else:
         n_deps = len(node.depends_on)
         if rule.mode == "count" and not 1 <= rule.count <= n_deps:
-            problem("fan_in", "bad_fan_in", f"count:{rule.count} is out of range 1..{n_deps} (its dependencies)")
+            problem(
+                "fan_in", "bad_fan_in", f"count:{rule.count} is out of range 1..{n_deps} (its dependencies)"
+            )
     if node.is_coordinator_fn:
         _check_function(node, functions, problem)
     else:
@@ -414,7 +430,7 @@ def _find_cycle(remaining: set[str], nodes: dict[str, NodeSpec]) -> list[str]:
         seen[current] = len(path)
         path.append(current)
         current = next(d for d in nodes[current].depends_on if d in remaining and d != current)
-    cycle = path[seen[current] :] + [current]
+    cycle = [*path[seen[current] :], current]
     cycle.reverse()  # print in data-flow order: upstream -> downstream
     return cycle
 
@@ -454,12 +470,23 @@ def _check_sources_are_upstream(nodes: dict[str, NodeSpec], problems: list[Graph
         upstream = ancestors(spec, node.node_id)
         for source in sources:
             if source not in nodes:
-                problems.append(GraphProblem(node.node_id, field, "bad_input_args" if not node.is_coordinator_fn
-                                             else "bad_fn_args", f"'{source}' is not a node of this graph"))
+                problems.append(
+                    GraphProblem(
+                        node.node_id,
+                        field,
+                        "bad_input_args" if not node.is_coordinator_fn else "bad_fn_args",
+                        f"'{source}' is not a node of this graph",
+                    )
+                )
             elif source not in upstream:
-                problems.append(GraphProblem(
-                    node.node_id, field, "bad_input_args" if not node.is_coordinator_fn else "bad_fn_args",
-                    f"'{source}' is not upstream of this node; add it to depends_on"))
+                problems.append(
+                    GraphProblem(
+                        node.node_id,
+                        field,
+                        "bad_input_args" if not node.is_coordinator_fn else "bad_fn_args",
+                        f"'{source}' is not upstream of this node; add it to depends_on",
+                    )
+                )
 
 
 def ancestors(graph: GraphSpec, node_id: str) -> set[str]:

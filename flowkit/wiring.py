@@ -13,7 +13,9 @@ def _is_store(obj: Any) -> bool:
     return all(hasattr(obj, name) for name in ("put_artifact", "update_node", "record_batch"))
 
 
-def resolve_backends(db: Any, store: Store | None, bus: Bus | None, kafka_bootstrap: str) -> tuple[Store, Bus]:
+def resolve_backends(
+    db: Any, store: Store | None, bus: Bus | None, kafka_bootstrap: str
+) -> tuple[Store, Bus]:
     """``store=``/``bus=`` win; ``db=`` may itself be a FlowKit store.
 
     A MongoDB database as ``db=`` (with Kafka at ``kafka_bootstrap``) is the

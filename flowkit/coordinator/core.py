@@ -97,8 +97,11 @@ class Coordinator:
     # -- public API ----------------------------------------------------------------
 
     async def create_task(
-        self, params: dict[str, Any] | None = None, graph: Mapping[str, Any] | GraphSpec | None = None,
-        *, task_id: str | None = None,
+        self,
+        params: dict[str, Any] | None = None,
+        graph: Mapping[str, Any] | GraphSpec | None = None,
+        *,
+        task_id: str | None = None,
     ) -> str:
         """Validate ``graph`` (raises GraphError naming node and field), store it, start it."""
         if not self._started:
@@ -108,7 +111,9 @@ class Coordinator:
         spec = validate_graph(graph, roles=self.cfg.worker_types, max_nodes=self.cfg.max_nodes)
         task_id = task_id or uuid.uuid4().hex
         status = TaskStatus(
-            task_id=task_id, params=dict(params or {}), created_at=time.time(),
+            task_id=task_id,
+            params=dict(params or {}),
+            created_at=time.time(),
             nodes={n.node_id: NodeStatus(node_id=n.node_id, type=n.type) for n in spec.nodes},
         )
         await self.store.create_task(status, spec.model_dump(mode="json"))
@@ -169,8 +174,11 @@ class Coordinator:
             try:
                 await self._on_status(delivery.message)
             except Exception:
-                log.exception("status message %s for task %s could not be applied",
-                              delivery.message.kind, delivery.message.task_id)
+                log.exception(
+                    "status message %s for task %s could not be applied",
+                    delivery.message.kind,
+                    delivery.message.task_id,
+                )
             await delivery.ack()
 
     async def _on_status(self, msg: Envelope) -> None:
@@ -243,27 +251,50 @@ class Coordinator:
             job = asyncio.create_task(self._run_function(run, action))
             run.functions[action.node_id] = job
             return
-        command = RunCommand(role=spec.type, io=spec.io.model_dump(mode="json"), params=run.status.params,
-                             depends_on=list(spec.depends_on))
-        log.debug("task %s node %s: dispatch attempt %d to %s", task_id, spec.node_id, action.attempt, spec.type)
-        await self.bus.publish(command_topic(spec.type), Envelope(
-            kind=Kind.RUN, task_id=task_id, node_id=spec.node_id, attempt=action.attempt,
-            payload=command.model_dump(), dedup_key=f"{task_id}:{spec.node_id}:{action.attempt}:run"))
+        command = RunCommand(
+            role=spec.type,
+            io=spec.io.model_dump(mode="json"),
+            params=run.status.params,
+            depends_on=list(spec.depends_on),
+        )
+        log.debug(
+            "task %s node %s: dispatch attempt %d to %s", task_id, spec.node_id, action.attempt, spec.type
+        )
+        await self.bus.publish(
+            command_topic(spec.type),
+            Envelope(
+                kind=Kind.RUN,
+                task_id=task_id,
+                node_id=spec.node_id,
+                attempt=action.attempt,
+                payload=command.model_dump(),
+                dedup_key=f"{task_id}:{spec.node_id}:{action.attempt}:run",
+            ),
+        )
 
     async def _run_function(self, run: _TaskRun, action: Dispatch) -> None:
         spec = run.scheduler.nodes[action.node_id].spec
         task_id, node_id, sched = run.status.task_id, spec.node_id, run.scheduler
-        await self._apply(run, sched.node_started(node_id, action.attempt, self.cfg.coordinator_id, time.time()))
-        ctx = FunctionContext(task_id=task_id, node_id=node_id, params=run.status.params,
-                              depends_on=list(spec.depends_on), store=self.store, status=run.status)
+        await self._apply(
+            run, sched.node_started(node_id, action.attempt, self.cfg.coordinator_id, time.time())
+        )
+        ctx = FunctionContext(
+            task_id=task_id,
+            node_id=node_id,
+            params=run.status.params,
+            depends_on=list(spec.depends_on),
+            store=self.store,
+            status=run.status,
+        )
         try:
             metrics = await call_function(spec.io.fn or "", ctx, spec.io.fn_args)
         except asyncio.CancelledError:
             await self._apply(run, sched.node_cancelled(node_id, action.attempt, time.time()))
             return
         except Exception as exc:
-            code, permanent = (exc.code, exc.permanent) if isinstance(exc, HandlerError) else (
-                type(exc).__name__, False)
+            code, permanent = (
+                (exc.code, exc.permanent) if isinstance(exc, HandlerError) else (type(exc).__name__, False)
+            )
             log.warning("task %s node %s: function %s failed: %s", task_id, node_id, spec.io.fn, exc)
             error = NodeError(code=code, message=str(exc), permanent=permanent)
             await self._apply(run, sched.node_failed(node_id, action.attempt, error, time.time()))
@@ -273,17 +304,26 @@ class Coordinator:
         if ctx.result:
             await self._update_task(run, {"result": {**run.status.result, **ctx.result}})
         await self.store.complete_artifacts(task_id, node_id)
-        numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        numbers = {
+            k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         await self._update_node(run, node_id, {"metrics": numbers})
         await self._apply(run, sched.node_finished(node_id, action.attempt, time.time()))
 
     def _retry_later(self, run: _TaskRun, action: RetryLater) -> None:
-        log.info("task %s node %s: retry as attempt %d in %.1fs", run.status.task_id, action.node_id,
-                 action.attempt, action.delay_sec)
+        log.info(
+            "task %s node %s: retry as attempt %d in %.1fs",
+            run.status.task_id,
+            action.node_id,
+            action.attempt,
+            action.delay_sec,
+        )
 
         def fire() -> None:
             self._timers.discard(handle)
-            task = asyncio.create_task(self._apply(run, run.scheduler.retry_due(action.node_id, action.attempt)))
+            task = asyncio.create_task(
+                self._apply(run, run.scheduler.retry_due(action.node_id, action.attempt))
+            )
             self._loops.append(task)
             task.add_done_callback(self._loops.remove)
 
@@ -295,17 +335,27 @@ class Coordinator:
         if job is not None:
             job.cancel()
             return
-        await self.bus.publish(SIGNALS_TOPIC, Envelope(
-            kind=Kind.CANCEL, task_id=run.status.task_id, node_id=action.node_id, attempt=action.attempt,
-            payload={"reason": action.reason}))
+        await self.bus.publish(
+            SIGNALS_TOPIC,
+            Envelope(
+                kind=Kind.CANCEL,
+                task_id=run.status.task_id,
+                node_id=action.node_id,
+                attempt=action.attempt,
+                payload={"reason": action.reason},
+            ),
+        )
 
     async def _end_task(self, run: _TaskRun, state: State) -> None:
         failed = [n for n in run.status.nodes.values() if n.status == State.FAILED and n.error is not None]
         error = None
         if state == State.FAILED and failed:
             first = failed[0]
-            error = NodeError(code=first.error.code if first.error else "failed",
-                              message=f"node '{first.node_id}' failed", permanent=True)
+            error = NodeError(
+                code=first.error.code if first.error else "failed",
+                message=f"node '{first.node_id}' failed",
+                permanent=True,
+            )
         await self._update_task(run, {"status": state, "finished_at": time.time(), "error": error})
         run.lease_until.clear()
         run.done.set()
@@ -325,7 +375,9 @@ class Coordinator:
                         run.lease_until.pop(node_id, None)
                         error = NodeError(code="lease_expired", message="worker stopped sending heartbeats")
                         with contextlib.suppress(Exception):
-                            await self._apply(run, run.scheduler.node_failed(node_id, node.attempt, error, now))
+                            await self._apply(
+                                run, run.scheduler.node_failed(node_id, node.attempt, error, now)
+                            )
 
     # -- persistence (the live view and the store move together) ----------------------
 

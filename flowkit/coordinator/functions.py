@@ -72,7 +72,9 @@ def check_function_args(name: str, args: dict[str, Any]) -> str | None:
     try:
         registered.args_model.model_validate(args)
     except ValidationError as exc:
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'fn_args'}: {e['msg']}" for e in exc.errors())
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'fn_args'}: {e['msg']}" for e in exc.errors()
+        )
     return None
 
 

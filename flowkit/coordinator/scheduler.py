@@ -119,7 +119,9 @@ class Scheduler:
         node = self._current(node_id, attempt)
         if node is None or node.state.terminal or self.state == State.CANCELLING:
             return self._maybe_cancelled(node, State.FINISHED, now)
-        out: list[Action] = [NodeChanged(node_id, {"status": State.FINISHED, "finished_at": now, "error": None})]
+        out: list[Action] = [
+            NodeChanged(node_id, {"status": State.FINISHED, "finished_at": now, "error": None})
+        ]
         self._close(node, State.FINISHED, out)
         for child_id in node.dependents:
             self._satisfy(self.nodes[child_id], node_id, out)
@@ -134,8 +136,11 @@ class Scheduler:
         out: list[Action] = []
         if not permanent and attempt < policy.max:
             node.state = State.DEFERRED
-            out.append(NodeChanged(node_id, {"status": State.DEFERRED, "error": error,
-                                             "retry_at": now + policy.backoff_sec}))
+            out.append(
+                NodeChanged(
+                    node_id, {"status": State.DEFERRED, "error": error, "retry_at": now + policy.backoff_sec}
+                )
+            )
             out.append(RetryLater(node_id, attempt + 1, policy.backoff_sec))
             return out
         error = error.model_copy(update={"permanent": permanent})
@@ -194,8 +199,11 @@ class Scheduler:
     def _dispatch(self, node: _Node, out: list[Action]) -> None:
         node.attempt += 1
         node.state = State.QUEUED
-        out.append(NodeChanged(node.spec.node_id, {"status": State.QUEUED, "attempts": node.attempt,
-                                                   "retry_at": None}))
+        out.append(
+            NodeChanged(
+                node.spec.node_id, {"status": State.QUEUED, "attempts": node.attempt, "retry_at": None}
+            )
+        )
         out.append(Dispatch(node.spec.node_id, node.attempt))
 
     def _satisfy(self, child: _Node, dep_id: str, out: list[Action]) -> None:
@@ -212,8 +220,9 @@ class Scheduler:
             current, why, active = pending.pop()
             if active:
                 out.append(StopRunning(current.spec.node_id, current.attempt, why.code))
-            out.append(NodeChanged(current.spec.node_id, {"status": State.FAILED, "error": why,
-                                                          "finished_at": now}))
+            out.append(
+                NodeChanged(current.spec.node_id, {"status": State.FAILED, "error": why, "finished_at": now})
+            )
             self._close(current, State.FAILED, out)
             self.any_failed = True
             for child_id in current.dependents:
@@ -223,9 +232,11 @@ class Scheduler:
                 child.dead_deps += 1
                 if len(child.spec.depends_on) - child.dead_deps < child.required:
                     reason = NodeError(
-                        code="upstream_failed", permanent=True,
+                        code="upstream_failed",
+                        permanent=True,
                         message=f"dependency '{current.spec.node_id}' {current.state.value}; "
-                        f"fan_in '{child.spec.fan_in}' can no longer be met")
+                        f"fan_in '{child.spec.fan_in}' can no longer be met",
+                    )
                     pending.append((child, reason, self._active(child)))
                     child.state = State.FAILED  # claimed, so a second parent skips it
 

@@ -79,7 +79,9 @@ class MemoryStore:
         return [s.model_copy(deep=True) for s in found[-limit:]]
 
     # -- artifacts --
-    async def put_artifact(self, task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any]) -> Artifact:
+    async def put_artifact(
+        self, task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any]
+    ) -> Artifact:
         entry = self._entry(task_id)
         stream = entry.streams.setdefault(node_id, _Stream())
         existing = stream.by_uid.get(batch_uid)
@@ -106,7 +108,9 @@ class MemoryStore:
         return list(stream.artifacts[after:]) if stream else []
 
     # -- batches and checkpoints --
-    async def record_batch(self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]) -> bool:
+    async def record_batch(
+        self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
+    ) -> bool:
         done = self._entry(task_id).batches.setdefault(node_id, {})
         if batch_uid in done:
             return False

@@ -1,4 +1,7 @@
-"""Workers run user handlers for their roles (seed docs: ``from flowkit.worker import Worker, WorkerConfig``)."""
+"""Workers run user handlers for their roles.
+
+Seed docs: ``from flowkit.worker import Worker, WorkerConfig``.
+"""
 
 from ..config import WorkerConfig
 from .context import ArtifactsWriter, RunContext

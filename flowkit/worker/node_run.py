@@ -34,8 +34,8 @@ def numeric_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
     if not metrics:
         return {}
     return {
-        k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
-    }  # type: ignore[misc]
+        k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
 
 
 class NodeRun:
@@ -78,8 +78,14 @@ class NodeRun:
     def _run_info(self) -> dict[str, Any]:
         ctx = self.ctx
         return {
-            "task_id": ctx.task_id, "node_id": ctx.node_id, "attempt": ctx.attempt, "role": ctx.role,
-            "params": ctx.params, "worker_id": ctx.worker_id, "io": self.io, "checkpoint": ctx.checkpoint,
+            "task_id": ctx.task_id,
+            "node_id": ctx.node_id,
+            "attempt": ctx.attempt,
+            "role": ctx.role,
+            "params": ctx.params,
+            "worker_id": ctx.worker_id,
+            "io": self.io,
+            "checkpoint": ctx.checkpoint,
         }
 
     def _batches(self) -> AsyncIterator[Batch]:
@@ -112,8 +118,11 @@ class NodeRun:
             if result is None:
                 result = BatchResult()
             if not result.success:
-                raise HandlerError(result.reason_code or "batch_failed", result.error or
-                                   f"batch '{uid}' reported success=False", permanent=result.permanent)
+                raise HandlerError(
+                    result.reason_code or "batch_failed",
+                    result.error or f"batch '{uid}' reported success=False",
+                    permanent=result.permanent,
+                )
             metrics = numeric_metrics(result.metrics)
             if await ctx.store.record_batch(ctx.task_id, ctx.node_id, uid, metrics):
                 ctx.processed_count += 1
@@ -130,6 +139,13 @@ class NodeRun:
             code, permanent = type(exc).__name__, False
         if isinstance(exc, InputAdapterError):
             code, permanent = exc.code, True
-        log.warning("task %s node %s attempt %d failed: %s (%s, %s)", ctx.task_id, ctx.node_id,
-                    ctx.attempt, exc, code, "permanent" if permanent else "transient")
+        log.warning(
+            "task %s node %s attempt %d failed: %s (%s, %s)",
+            ctx.task_id,
+            ctx.node_id,
+            ctx.attempt,
+            exc,
+            code,
+            "permanent" if permanent else "transient",
+        )
         return NodeError(code=str(code), message=str(exc) or type(exc).__name__, permanent=bool(permanent))

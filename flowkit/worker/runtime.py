@@ -52,7 +52,9 @@ class Worker:
             self.cfg = self.cfg.model_copy(update={"roles": list(self.handlers)})
         missing = [role for role in self.cfg.roles if role not in self.handlers]
         if missing:
-            raise ConfigError(f"worker roles {missing} have no handler; handlers given: {sorted(self.handlers)}")
+            raise ConfigError(
+                f"worker roles {missing} have no handler; handlers given: {sorted(self.handlers)}"
+            )
         self.store, self.bus = resolve_backends(db, store, bus, self.cfg.kafka_bootstrap)
         self.worker_id: str = self.cfg.worker_id or ""
         self.active: dict[tuple[str, str], _ActiveRun] = {}
@@ -125,12 +127,21 @@ class Worker:
             try:
                 cmd = RunCommand.model_validate(message.payload)
             except ValidationError as exc:
-                log.error("task %s node %s: malformed run command, set aside: %s",
-                          message.task_id, message.node_id, exc)
+                log.error(
+                    "task %s node %s: malformed run command, set aside: %s",
+                    message.task_id,
+                    message.node_id,
+                    exc,
+                )
                 return
             ctx = await self._context(message, cmd)
-            node_run = NodeRun(self.handlers[cmd.role], ctx, cmd.io, self._feed(ctx),
-                               lambda uid, metrics: self._report_batch(message, uid, metrics))
+            node_run = NodeRun(
+                self.handlers[cmd.role],
+                ctx,
+                cmd.io,
+                self._feed(ctx),
+                lambda uid, metrics: self._report_batch(message, uid, metrics),
+            )
             job = asyncio.create_task(node_run.execute())
             self.active[key] = _ActiveRun(ctx, job)
             await self._publish(message, Kind.ACCEPTED)
@@ -138,8 +149,11 @@ class Worker:
                 outcome = await job
             except asyncio.CancelledError:
                 if not self._started:  # shutting down: give the node back for a retry
-                    await self._publish(message, Kind.FAILED, {"code": "worker_shutdown", "permanent": False,
-                                                               "message": "worker stopped mid-run"})
+                    await self._publish(
+                        message,
+                        Kind.FAILED,
+                        {"code": "worker_shutdown", "permanent": False, "message": "worker stopped mid-run"},
+                    )
                 raise
             await self._report_outcome(message, outcome)
         finally:
@@ -150,8 +164,14 @@ class Worker:
         writer = ArtifactsWriter(self.store, message.task_id, message.node_id)
         checkpoint = await self.store.load_checkpoint(message.task_id, message.node_id)
         return RunContext(
-            task_id=message.task_id, node_id=message.node_id, attempt=message.attempt, role=cmd.role,
-            worker_id=self.worker_id, params=cmd.params, artifacts_writer=writer, store=self.store,
+            task_id=message.task_id,
+            node_id=message.node_id,
+            attempt=message.attempt,
+            role=cmd.role,
+            worker_id=self.worker_id,
+            params=cmd.params,
+            artifacts_writer=writer,
+            store=self.store,
             checkpoint=checkpoint,
         )
 
@@ -161,8 +181,12 @@ class Worker:
     # -- reporting -----------------------------------------------------------------
 
     async def _report_batch(self, run: Envelope, batch_uid: str, metrics: dict[str, float]) -> None:
-        await self._publish(run, Kind.BATCH_DONE, {"batch_uid": batch_uid, "metrics": metrics},
-                            dedup=f"{run.task_id}:{run.node_id}:batch:{batch_uid}")
+        await self._publish(
+            run,
+            Kind.BATCH_DONE,
+            {"batch_uid": batch_uid, "metrics": metrics},
+            dedup=f"{run.task_id}:{run.node_id}:batch:{batch_uid}",
+        )
 
     async def _report_outcome(self, run: Envelope, outcome: Outcome) -> None:
         if outcome.state == "finished":
@@ -173,11 +197,16 @@ class Worker:
             assert outcome.error is not None
             await self._publish(run, Kind.FAILED, outcome.error.model_dump())
 
-    async def _publish(self, run: Envelope, kind: Kind, payload: dict[str, Any] | None = None,
-                       dedup: str = "") -> None:
+    async def _publish(
+        self, run: Envelope, kind: Kind, payload: dict[str, Any] | None = None, dedup: str = ""
+    ) -> None:
         message = Envelope(
-            kind=kind, task_id=run.task_id, node_id=run.node_id, attempt=run.attempt,
-            worker_id=self.worker_id, payload=payload or {},
+            kind=kind,
+            task_id=run.task_id,
+            node_id=run.node_id,
+            attempt=run.attempt,
+            worker_id=self.worker_id,
+            payload=payload or {},
             dedup_key=dedup or f"{run.task_id}:{run.node_id}:{run.attempt}:{kind.value}",
         )
         await self.bus.publish(STATUS_TOPIC, message)
@@ -197,8 +226,12 @@ class Worker:
             return
         run.ctx.cancel_meta.update(message.payload)
         run.ctx.cancel_flag.set()
-        log.info("task %s node %s: cancel requested (%s)", message.task_id, message.node_id,
-                 message.payload.get("reason", "unknown"))
+        log.info(
+            "task %s node %s: cancel requested (%s)",
+            message.task_id,
+            message.node_id,
+            message.payload.get("reason", "unknown"),
+        )
         asyncio.get_running_loop().call_later(self.cfg.cancel_grace_sec, self._interrupt, run)
 
     @staticmethod
@@ -212,13 +245,31 @@ class Worker:
             await asyncio.sleep(self.cfg.hb_interval_sec)
             for run in list(self.active.values()):
                 ctx = run.ctx
-                await self.bus.publish(STATUS_TOPIC, Envelope(
-                    kind=Kind.HEARTBEAT, task_id=ctx.task_id, node_id=ctx.node_id, attempt=ctx.attempt,
-                    worker_id=self.worker_id, payload={"batches": ctx.processed_count}))
+                await self.bus.publish(
+                    STATUS_TOPIC,
+                    Envelope(
+                        kind=Kind.HEARTBEAT,
+                        task_id=ctx.task_id,
+                        node_id=ctx.node_id,
+                        attempt=ctx.attempt,
+                        worker_id=self.worker_id,
+                        payload={"batches": ctx.processed_count},
+                    ),
+                )
 
     async def _announce(self, status: str) -> None:
-        await self.bus.publish(ANNOUNCE_TOPIC, Envelope(kind=Kind.ANNOUNCE, worker_id=self.worker_id, payload={
-            "worker_id": self.worker_id, "type": ",".join(self.cfg.roles),
-            "capabilities": {"roles": list(self.cfg.roles)}, "version": self.cfg.worker_version,
-            "capacity": {"tasks": self.cfg.capacity}, "status": status,
-        }))
+        await self.bus.publish(
+            ANNOUNCE_TOPIC,
+            Envelope(
+                kind=Kind.ANNOUNCE,
+                worker_id=self.worker_id,
+                payload={
+                    "worker_id": self.worker_id,
+                    "type": ",".join(self.cfg.roles),
+                    "capabilities": {"roles": list(self.cfg.roles)},
+                    "version": self.cfg.worker_version,
+                    "capacity": {"tasks": self.cfg.capacity},
+                    "status": status,
+                },
+            ),
+        )

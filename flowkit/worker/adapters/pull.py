@@ -42,8 +42,9 @@ def _ref(node_id: str, artifact: Artifact) -> dict[str, str]:
 
 async def from_artifacts(feed: ArtifactFeed, args: FromArtifactsArgs) -> AsyncIterator[Batch]:
     """One batch per upstream artifact."""
-    async for node_id, artifact in feed.follow(args.from_nodes, poll_ms=args.poll_ms,
-                                               until_done=args.eof_on_task_done):
+    async for node_id, artifact in feed.follow(
+        args.from_nodes, poll_ms=args.poll_ms, until_done=args.eof_on_task_done
+    ):
         yield Batch(
             batch_uid=f"{node_id}:{artifact.batch_uid}",
             payload={"from_node": node_id, "ref": _ref(node_id, artifact), "meta": artifact.meta},
@@ -56,8 +57,9 @@ async def rechunk(feed: ArtifactFeed, args: RechunkArgs) -> AsyncIterator[Batch]
     Without a usable ``meta_list_key`` the whole meta is one item. No guessing of
     domain keys; batch uids derive from the upstream ref and the chunk index only.
     """
-    async for node_id, artifact in feed.follow(args.from_nodes, poll_ms=args.poll_ms,
-                                               until_done=args.eof_on_task_done):
+    async for node_id, artifact in feed.follow(
+        args.from_nodes, poll_ms=args.poll_ms, until_done=args.eof_on_task_done
+    ):
         listed = artifact.meta.get(args.meta_list_key) if args.meta_list_key else None
         items = listed if isinstance(listed, list) else [artifact.meta]
         parent = {"from_node": node_id, "ref": _ref(node_id, artifact)}
