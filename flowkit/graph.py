@@ -305,10 +305,10 @@ def _merge_edges(
         else:
             merged[node_id] = node.model_copy(update={"depends_on": tuple(sources)})
     for node_id in explicit:
-        node = merged.get(node_id)
-        if node is None or not edges:
+        explicit_node = merged.get(node_id)
+        if explicit_node is None or not edges:
             continue
-        missing_edges = [d for d in node.depends_on if (d, node_id) not in edges]
+        missing_edges = [d for d in explicit_node.depends_on if (d, node_id) not in edges]
         if missing_edges:
             problems.append(
                 GraphProblem(

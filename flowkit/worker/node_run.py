@@ -34,7 +34,9 @@ def numeric_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
     if not metrics:
         return {}
     return {
-        k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+        k: v if isinstance(v, int) else float(v)
+        for k, v in metrics.items()
+        if isinstance(v, numbers.Real) and not isinstance(v, bool)
     }
 
 
