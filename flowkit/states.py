@@ -70,6 +70,11 @@ class TaskStatus(BaseModel):
     created_at: float = 0.0
     finished_at: float | None = None
 
+    def snapshot(self) -> TaskStatus:
+        """A copy safe to hand out: node records are copied, their values are replaced
+        (never mutated in place) on update, so a shallow copy per node is enough."""
+        return self.model_copy(update={"nodes": {k: n.model_copy() for k, n in self.nodes.items()}})
+
     @property
     def finished(self) -> bool:
         return self.status == State.FINISHED

@@ -46,11 +46,11 @@ class MemoryStore:
 
     # -- tasks --
     async def create_task(self, status: TaskStatus, graph: dict[str, Any]) -> None:
-        self._tasks[status.task_id] = _TaskEntry(status=status.model_copy(deep=True), graph=graph)
+        self._tasks[status.task_id] = _TaskEntry(status=status.snapshot(), graph=graph)
 
     async def get_task(self, task_id: str) -> TaskStatus | None:
         entry = self._tasks.get(task_id)
-        return entry.status.model_copy(deep=True) if entry else None
+        return entry.status.snapshot() if entry else None
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
         entry = self._tasks.get(task_id)
@@ -76,7 +76,7 @@ class MemoryStore:
 
     async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
         found = [e.status for e in self._tasks.values() if states is None or e.status.status in states]
-        return [s.model_copy(deep=True) for s in found[-limit:]]
+        return [s.snapshot() for s in found[-limit:]]
 
     # -- artifacts --
     async def put_artifact(
