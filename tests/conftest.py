@@ -159,7 +159,7 @@ async def motor_db(mongo_url: str, request: pytest.FixtureRequest) -> AsyncItera
     """A fresh motor AsyncIOMotorDatabase (as users pass with `db=`), dropped afterwards."""
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    client = AsyncIOMotorClient(mongo_url, serverSelectionTimeoutMS=10_000)
+    client: Any = AsyncIOMotorClient(mongo_url, serverSelectionTimeoutMS=10_000)
     name = _unique(request, "flowkit")
     try:
         yield client[name]

@@ -160,7 +160,7 @@ def broker_count(host: str, port: int) -> int:
         return 0
     # correlation_id, throttle_time_ms, brokers array length
     _, _, brokers = struct.unpack_from(">iii", response, 0)
-    return max(brokers, 0)
+    return max(int(brokers), 0)
 
 
 def ready(host: str, port: int) -> bool:

@@ -22,6 +22,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from .common import (
     BRIDGE,
@@ -101,7 +102,7 @@ def restore_sysctls(ctx: Context) -> list[str]:
 
 
 # -- routes and the bridge ----------------------------------------------------------
-def _ip_json(*args: str) -> list[dict[str, object]]:
+def _ip_json(*args: str) -> list[dict[str, Any]]:
     out = run(["ip", "-j", *args]).stdout.strip()
     return json.loads(out) if out else []
 
@@ -134,12 +135,12 @@ def remove_blackholes() -> None:
 
 def _holders_of(address: str) -> list[tuple[str, int]]:
     """(interface, prefix length) of every interface holding `address`."""
-    holders = []
-    for link in _ip_json("-4", "addr", "show"):
-        for info in link.get("addr_info", []):  # type: ignore[union-attr]
-            if info.get("local") == address:  # type: ignore[union-attr]
-                holders.append((str(link["ifname"]), int(info["prefixlen"])))  # type: ignore[index]
-    return holders
+    return [
+        (str(link["ifname"]), int(info["prefixlen"]))
+        for link in _ip_json("-4", "addr", "show")
+        for info in link.get("addr_info", [])
+        if info.get("local") == address
+    ]
 
 
 def bridge_exists() -> bool:
