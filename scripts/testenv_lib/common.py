@@ -182,6 +182,37 @@ def run(
     return proc
 
 
+def debian_packages_missing(packages: Sequence[str]) -> list[str]:
+    missing = []
+    for package in packages:
+        proc = run(["dpkg-query", "-W", "-f=${Status}", package], check=False)
+        if proc.returncode != 0 or not proc.stdout.endswith(" installed"):
+            missing.append(package)
+    return missing
+
+
+def ensure_debian_packages(ctx: Context, packages: Sequence[str], why: str) -> None:
+    """Install the missing ones with apt-get (a fresh machine has none of them).
+
+    Tries the current package lists first and runs `apt-get update` once if that fails.
+    """
+    missing = debian_packages_missing(packages)
+    if not missing:
+        return
+    require_tool("apt-get", f"install the Debian packages {' '.join(missing)} ({why}) by hand")
+    log = ctx.logfile("apt")
+    say(f"installing Debian packages {' '.join(missing)} ({why}); log: {log}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    if run(install, log=log, env=env, check=False).returncode != 0:
+        run(["apt-get", "update", "-q"], log=log, env=env, check=False)
+        if run(install, log=log, env=env, check=False).returncode != 0:
+            raise TestenvError(
+                f"could not install the Debian packages {' '.join(missing)} ({why}); "
+                f"try `apt-get update && apt-get install {' '.join(missing)}` by hand", log
+            )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
