@@ -233,11 +233,16 @@ def _parse_nodes(
     return nodes
 
 
+# A wrongly typed value keeps the code its field's own rule uses, so users and tools
+# match one code per mistake whichever layer caught it.
+_FIELD_CODES = {"fan_in": "bad_fan_in", "io.input_inline": "bad_input_args"}
+
+
 def _pydantic_problems(label: str, exc: ValidationError) -> list[GraphProblem]:
     out = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "node"
-        code = "unknown_field" if err["type"] == "extra_forbidden" else "bad_value"
+        code = "unknown_field" if err["type"] == "extra_forbidden" else _FIELD_CODES.get(field, "bad_value")
         message = "is not a known field" if code == "unknown_field" else err["msg"]
         if err["type"] != "missing" and "input" in err and code != "unknown_field":
             message += f" (got {err['input']!r})"
