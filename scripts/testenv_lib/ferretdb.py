@@ -31,7 +31,6 @@ from .common import (
     kill_stray,
     pid_of,
     require_disk,
-    require_tool,
     run,
     say,
     start_daemon,
@@ -80,7 +79,7 @@ def install(ctx: Context) -> Path:
 
 
 def _build(ctx: Context, target: Path) -> None:
-    require_tool("go", "building FerretDB needs Go 1.22 or newer (Debian's golang-go, or go.dev/dl)")
+    go = _require_go()
     require_disk(ctx.cache, 2.0, f"building FerretDB {VERSION}")
     say(f"ferretdb: building FerretDB {VERSION} from the Go module proxy (once, ~2 min)")
     log = ctx.logfile("ferretdb-build")
@@ -93,7 +92,7 @@ def _build(ctx: Context, target: Path) -> None:
         f"module flowkit.test/ferretdb\n\ngo 1.22\n\nrequire {MODULE} {VERSION}\n"
     )
     out = run(
-        ["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"],
+        [go, "mod", "download", "-json", f"{MODULE}@{VERSION}"],
         cwd=wrapper,
         env=env,
         check=False,
@@ -110,7 +109,7 @@ def _build(ctx: Context, target: Path) -> None:
     _make_writable(source)  # the module cache is read-only
     (source / "build" / "version" / "version.txt").write_text(VERSION + "\n")
     run(
-        ["go", "build", "-trimpath", "-o", str(work / "ferretdb"), "./cmd/ferretdb"],
+        [go, "build", "-trimpath", "-o", str(work / "ferretdb"), "./cmd/ferretdb"],
         cwd=source,
         env=env,
         log=log,
@@ -118,6 +117,18 @@ def _build(ctx: Context, target: Path) -> None:
     )
     (work / "ferretdb").replace(target)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _require_go() -> str:
+    go = shutil.which("go") or next((g for g in ("/usr/local/go/bin/go",) if Path(g).exists()), None)
+    hint = "building FerretDB needs Go 1.22 or newer on PATH (Debian bookworm's golang-go, 1.19, is too old)"
+    if go is None:
+        raise TestenvError(f"go not found: {hint}")
+    found = run([go, "env", "GOVERSION"]).stdout.strip()  # e.g. go1.26.8
+    parts = found.removeprefix("go").split(".")
+    if parts[0] == "1" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < 22:
+        raise TestenvError(f"{go} is {found}: {hint}")
+    return go
 
 
 def _make_writable(root: Path) -> None:

@@ -190,6 +190,8 @@ def _guarded(endpoint: str) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # Java listens on [::ffff:10.244.0.1]
     return any(address in net for net in _GUARDED)
 
 
