@@ -325,10 +325,8 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def kill_stray(pattern: str) -> None:
@@ -338,7 +336,5 @@ def kill_stray(pattern: str) -> None:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         if pattern in _cmdline(int(entry.name)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
