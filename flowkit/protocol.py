@@ -32,6 +32,7 @@ class Kind(StrEnum):
     CANCEL = "cmd.cancel"
     # workers -> coordinator
     ACCEPTED = "status.accepted"
+    ARTIFACT = "status.artifact"  # the attempt wrote its first partial artifact
     BATCH_DONE = "status.batch_done"
     FINISHED = "status.finished"
     FAILED = "status.failed"

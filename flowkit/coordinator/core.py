@@ -192,6 +192,8 @@ class Coordinator:
         elif msg.kind == Kind.HEARTBEAT:
             if msg.node_id in run.lease_until:
                 run.lease_until[msg.node_id] = now + self.cfg.worker_lease_ttl_sec
+        elif msg.kind == Kind.ARTIFACT:
+            await self._apply(run, sched.first_batch(msg.node_id, msg.attempt))
         elif msg.kind == Kind.BATCH_DONE:
             await self._on_batch(run, msg)
         elif msg.kind == Kind.FINISHED:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +13,17 @@ from ..store.base import Store
 class ArtifactsWriter:
     """Writes a node's artifacts. Partial ones are visible to streaming readers at once."""
 
-    def __init__(self, store: Store, task_id: str, node_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        task_id: str,
+        node_id: str,
+        on_first_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._task_id = task_id
         self._node_id = node_id
+        self._on_first_write = on_first_write
         self.written = 0
 
     async def upsert_partial(self, batch_uid: str, meta: dict[str, Any]) -> dict[str, str]:
@@ -24,6 +32,9 @@ class ArtifactsWriter:
             raise TypeError(f"artifact meta must be a dict (got {type(meta).__name__})")
         artifact = await self._store.put_artifact(self._task_id, self._node_id, str(batch_uid), meta)
         self.written += 1
+        if self.written == 1 and self._on_first_write is not None:
+            # Streaming readers (start_when: first_batch) may start now, not after this batch.
+            await self._on_first_write()
         return artifact.ref().model_dump()
 
     async def complete(self) -> None:

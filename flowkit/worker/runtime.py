@@ -161,7 +161,9 @@ class Worker:
             self._slots.release()
 
     async def _context(self, message: Envelope, cmd: RunCommand) -> RunContext:
-        writer = ArtifactsWriter(self.store, message.task_id, message.node_id)
+        writer = ArtifactsWriter(
+            self.store, message.task_id, message.node_id, lambda: self._publish(message, Kind.ARTIFACT)
+        )
         checkpoint = await self.store.load_checkpoint(message.task_id, message.node_id)
         return RunContext(
             task_id=message.task_id,
