@@ -18,6 +18,7 @@ import socket
 import stat
 import struct
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import network
 from .common import (
@@ -30,6 +31,7 @@ from .common import (
     free_port,
     kill_stray,
     pid_of,
+    port_open,
     require_disk,
     run,
     say,
@@ -183,8 +185,23 @@ def url(ctx: Context) -> str | None:
     return f"mongodb://{HOST_IP}:{port}/" if port is not None else None
 
 
+def check_external(address: str) -> None:
+    """A plain mongodb:// URL must reach a listening server (other schemes are trusted)."""
+    parts = urlsplit(address)
+    if parts.scheme != "mongodb":
+        return
+    hosts = parts.netloc.rpartition("@")[2].split(",")
+    for host in hosts:
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        if port_open(name or host, int(port or 27017), timeout=3):
+            return
+    raise TestenvError(f"{URL_VARIABLE}={address}: no server answers at {', '.join(hosts)}")
+
+
 def up(ctx: Context) -> None:
-    if external_url():
+    external = external_url()
+    if external:
+        check_external(external)
         return
     network.ensure(ctx)
     exe = install(ctx)
