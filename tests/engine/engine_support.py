@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from flowkit.worker.handlers.base import Batch, BatchResult, FinalizeResult, Handler, RunContext
+from flowkit.worker.handlers.base import Batch, BatchResult, Handler, RunContext
 
 TIMEOUT = 5.0
 
