@@ -178,7 +178,8 @@ def validate_graph(
         from .coordinator.functions import check_function_args
 
         functions = check_function_args
-    raw = graph.model_dump() if isinstance(graph, GraphSpec) else graph
+    # mode="json": tuples become lists, so a GraphSpec re-validates like the mapping it came from
+    raw = graph.model_dump(mode="json") if isinstance(graph, GraphSpec) else graph
     problems: list[GraphProblem] = []
     nodes = _parse_nodes(raw, max_nodes, problems)
     if nodes is None:
