@@ -302,7 +302,13 @@ def daemon_alive(ctx: Context, name: str) -> bool:
             return False
     except OSError:
         return False
-    return bool(_cmdline(pid))
+    # Right after fork/exec the command line reads empty for a moment; a kernel thread
+    # (a reused pid) has none at all.
+    for _ in range(20):
+        if _cmdline(pid):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def stop_daemon(ctx: Context, name: str, timeout: float = 15.0) -> None:
