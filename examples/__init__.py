@@ -1,0 +1,1 @@
+"""Runnable FlowKit examples; see examples/etl/README.md."""

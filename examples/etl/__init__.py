@@ -1,0 +1,1 @@
+"""The ETL example: see README.md next to this file."""

@@ -1,0 +1,241 @@
+"""The ``flowkit`` command: a thin shell over the library.
+
+::
+
+    flowkit run examples/etl/pipeline.yaml --handlers examples.etl.handlers:HANDLERS
+    flowkit validate pipeline.yaml --roles extractor,transformer
+    flowkit graph pipeline.yaml --format svg -o pipeline.svg
+
+Exit codes: 0 the task finished; 1 it failed, was cancelled or timed out; 2 bad input
+(invalid graph, bad ``--handlers`` or ``--param``); 130 interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from .console.inputs import load_handlers, parse_params
+from .console.logs import configure_logging
+from .console.progress import ChangeLog, ProgressView, summary_table
+from .console.session import RunOutcome, run_task
+from .embedded import DEFAULT_CONCURRENCY
+from .errors import ConfigError, GraphError
+from .graph import GraphSpec, load_graph_file, validate_graph
+from .render import RenderError, svg_to_png, to_mermaid, to_svg
+from .states import State, TaskStatus
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+_stderr = Console(stderr=True)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    _stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(code)
+
+
+def _graph_problems(exc: GraphError) -> NoReturn:
+    noun = "problem" if len(exc.problems) == 1 else "problems"
+    _stderr.print(f"[bold red]invalid graph[/] ({len(exc.problems)} {noun}):", highlight=False)
+    for problem in exc.problems:
+        _stderr.print(f"  - {escape(str(problem))}", highlight=False)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _load_spec(graph_file: str, roles: list[str] | None = None) -> GraphSpec:
+    try:
+        return validate_graph(load_graph_file(graph_file), roles=roles)
+    except GraphError as exc:
+        _graph_problems(exc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flowkit")
+def main() -> None:
+    """FlowKit: run, check and draw DAG workflows."""
+
+
+@main.command()
+@click.argument("graph_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--handlers",
+    "handlers_spec",
+    required=True,
+    metavar="MODULE:ATTR",
+    help="A dict mapping role → Handler instance, e.g. examples.etl.handlers:HANDLERS "
+    "(MODULE is imported from the current directory).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A task parameter (repeatable); VALUE is JSON if it parses, else a string.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print only the final status as JSON on stdout.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Concurrent node runs per role.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Cancel the task if it has not ended by then (exit 1).",
+)
+@click.option(
+    "--graph-svg",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Also write the graph, coloured by final node states, as SVG.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log the engine's info messages too.")
+def run(
+    graph_file: str,
+    handlers_spec: str,
+    params: tuple[str, ...],
+    as_json: bool,
+    concurrency: int,
+    timeout: float | None,
+    graph_svg: str | None,
+    verbose: bool,
+) -> None:
+    """Run GRAPH_FILE (YAML or JSON) in this process: embedded coordinator, workers and store."""
+    person = _stderr.is_terminal
+    quiet = as_json and not person
+    configure_logging(_stderr, logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    try:
+        handlers = load_handlers(handlers_spec)
+        task_params = parse_params(params)
+    except ConfigError as exc:
+        _fail(str(exc))
+    spec = _load_spec(graph_file, roles=list(handlers))
+    outcome = _run_with_display(spec, handlers, task_params, concurrency, timeout, person, quiet)
+    status = outcome.status
+    if graph_svg:
+        _write(graph_svg, _status_svg(spec, status))
+    if as_json:
+        click.echo(json.dumps(status.summary(), indent=2, default=str))
+        if person:
+            _stderr.print(summary_table(status))
+    else:
+        stdout = Console()
+        if not stdout.is_terminal:  # a log file or pipe: don't squeeze the table into 80 columns
+            stdout = Console(width=max(stdout.width, 120))
+        stdout.print(summary_table(status))
+    if outcome.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.timed_out:
+        _stderr.print(f"[red]timed out after {timeout}s; task cancelled[/]")
+    sys.exit(0 if status.status == State.FINISHED else EXIT_FAILED)
+
+
+def _run_with_display(
+    spec: GraphSpec,
+    handlers: dict[str, Any],
+    params: dict[str, Any],
+    concurrency: int,
+    timeout: float | None,
+    person: bool,
+    quiet: bool,
+) -> RunOutcome:
+    view = ProgressView()
+    changes = ChangeLog(_stderr)
+
+    def on_status(status: TaskStatus) -> None:
+        if person:
+            view.update(status)
+        elif not quiet:
+            changes.update(status)
+
+    coroutine = run_task(
+        spec, handlers, params, concurrency=concurrency, timeout=timeout, on_status=on_status
+    )
+    try:
+        if person:
+            with view.live(_stderr):
+                return asyncio.run(coroutine)
+        return asyncio.run(coroutine)
+    except GraphError as exc:
+        _graph_problems(exc)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _status_svg(spec: GraphSpec, status: TaskStatus) -> str:
+    states = {nid: n.status.value for nid, n in status.nodes.items()}
+    notes = {
+        nid: f"{n.batches} batches" + (f" · {n.attempts} attempts" if n.attempts > 1 else "")
+        for nid, n in status.nodes.items()
+    }
+    return to_svg(spec, states, notes, title=f"task {status.task_id}: {status.status.value}")
+
+
+def _write(path: str, data: str | bytes) -> None:
+    try:
+        if isinstance(data, bytes):
+            Path(path).write_bytes(data)
+        else:
+            Path(path).write_text(data)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}")
+    _stderr.print(f"wrote {escape(path)}", style="dim", highlight=False)
+
+
+@main.command()
+@click.argument("graph_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--roles",
+    default=None,
+    metavar="A,B",
+    help="Also check that every worker node's type is one of these roles.",
+)
+def validate(graph_file: str, roles: str | None) -> None:
+    """Check GRAPH_FILE without running it; print every problem (exit 2) or OK."""
+    role_list = [r.strip() for r in roles.split(",") if r.strip()] if roles is not None else None
+    spec = _load_spec(graph_file, roles=role_list)
+    functions = sum(1 for n in spec.nodes if n.is_coordinator_fn)
+    click.echo(
+        f"OK: {graph_file} is a valid graph ({len(spec.nodes)} nodes, {len(spec.edges)} edges, "
+        f"{functions} coordinator functions; roles: {', '.join(sorted(spec.roles)) or '-'})"
+    )
+
+
+@main.command()
+@click.argument("graph_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "svg", "png"]), default="mermaid", show_default=True
+)
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write here instead of stdout.")
+def graph(graph_file: str, fmt: str, output: str | None) -> None:
+    """Draw GRAPH_FILE as Mermaid text, an SVG picture or (with cairosvg installed) a PNG."""
+    spec = _load_spec(graph_file)
+    text = to_mermaid(spec) if fmt == "mermaid" else to_svg(spec, title=Path(graph_file).name)
+    if fmt == "png":
+        if output is None:
+            _fail("--format png needs -o FILE")
+        try:
+            _write(output, svg_to_png(text))
+        except RenderError as exc:
+            _fail(str(exc))
+        return
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        _write(output, text)
