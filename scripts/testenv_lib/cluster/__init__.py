@@ -1,0 +1,166 @@
+"""`cluster`: a real one-node Kubernetes cluster (TESTENV.md, "Kubernetes v1.37.2").
+
+up:   packages → binaries → clean leftovers → certificates → etcd → kube-apiserver →
+      bootstrap objects → controller-manager + scheduler → containerd → kubelet →
+      kube-proxy → CoreDNS → wait for the node to be Ready and untainted.
+down: kubelet and controllers → every pod sandbox (CNI DEL) → containerd → kube-proxy
+      (+ --cleanup) and CoreDNS → API server → etcd → whatever is still ours (processes,
+      mounts, iptables chains) → sysctls back → per-run files removed.
+
+Every user of HOST_IP and of the pod and service ranges is stopped here, before the
+network module (which runs last at `down`) removes the address and the routes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+from .. import network
+from ..common import Context, TestenvError, daemon_alive, ensure_debian_packages, say, stop_daemon
+from . import addons, controlplane, node, sweep
+from .build import K8S_VERSION, ensure_binaries, k8s_bin
+from .layout import Layout, Ports
+from .pki import ADMIN, NODE_NAME
+from .sysctls import record_sysctls, restore_sysctls, set_bridge_sysctls
+
+NAME = "cluster"
+DEBIAN_PACKAGES = ("etcd-server", "containerd", "runc", "containernetworking-plugins", "iptables", "conntrack")
+# Start order; `down` stops them in the order of _STOP_ORDER.
+DAEMONS = (*controlplane.DAEMONS, node.CONTAINERD, node.KUBELET_DAEMON, addons.KUBE_PROXY_DAEMON,
+           addons.COREDNS_DAEMON)
+_NODE_READY_TIMEOUT = 120.0
+
+
+def up(ctx: Context) -> None:
+    network.ensure(ctx)  # the bridge and blackhole routes come before anything can dial them
+    ensure_debian_packages(ctx, DEBIAN_PACKAGES, "the test cluster")
+    ensure_binaries(ctx)
+    layout = Layout.of(ctx)
+    if _healthy(ctx, layout):
+        say("cluster already running")
+        return
+    if any(daemon_alive(ctx, d) for d in DAEMONS) or layout.root.exists():
+        say("cluster: cleaning up a previous run first")
+        _teardown(ctx, layout)
+    _start(ctx, layout)
+
+
+def _start(ctx: Context, layout: Layout) -> None:
+    layout.config.mkdir(parents=True, exist_ok=True)
+    ports = Ports.load_or_pick(ctx)
+    layout.pki.ensure()
+    record_sysctls(ctx)
+    set_bridge_sysctls()
+    controlplane.start_etcd(ctx, layout, ports)
+    controlplane.start_apiserver(ctx, layout, ports)
+    layout.pki.kubeconfig(layout.admin_kubeconfig, ADMIN, ports.apiserver_url)
+    addons.apply_bootstrap_objects(ctx, layout)
+    controlplane.start_controllers(ctx, layout, ports)
+    node.start_containerd(ctx, layout)
+    node.ensure_egress_guard()
+    node.start_kubelet(ctx, layout, ports)
+    addons.start_kube_proxy(ctx, layout, ports)
+    node.ensure_egress_guard()  # kube-proxy prepends its own FORWARD rules: stay first
+    addons.start_coredns(ctx, layout, ports)
+    _wait_for_node(ctx, layout)
+
+
+def _node(ctx: Context, layout: Layout) -> dict[str, object] | None:
+    try:
+        return json.loads(addons.kubectl(ctx, layout, "get", "node", NODE_NAME, "-o", "json"))
+    except (TestenvError, ValueError):
+        return None
+
+
+def _node_ready_untainted(node_object: dict[str, object] | None) -> bool:
+    if node_object is None:
+        return False
+    status = node_object.get("status", {})
+    conditions = status.get("conditions", []) if isinstance(status, dict) else []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    spec = node_object.get("spec", {})
+    taints = spec.get("taints") if isinstance(spec, dict) else None
+    return ready and not taints
+
+
+def _wait_for_node(ctx: Context, layout: Layout) -> None:
+    deadline = time.monotonic() + _NODE_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if _node_ready_untainted(_node(ctx, layout)):
+            return
+        for daemon in DAEMONS:
+            if not daemon_alive(ctx, daemon):
+                raise TestenvError(f"{daemon} exited while waiting for the node", ctx.logfile(daemon))
+        time.sleep(0.5)
+    raise TestenvError(f"node {NODE_NAME} not Ready and untainted after {_NODE_READY_TIMEOUT:.0f}s: "
+                       f"{json.dumps(_node(ctx, layout), indent=1)[-2000:]}", ctx.logfile(node.KUBELET_DAEMON))
+
+
+def _healthy(ctx: Context, layout: Layout) -> bool:
+    ports = Ports.saved(ctx)
+    return (
+        ports is not None
+        and all(daemon_alive(ctx, d) for d in DAEMONS)
+        and controlplane.api_ready(layout.pki, ports)
+        and _node_ready_untainted(_node(ctx, layout))
+    )
+
+
+def down(ctx: Context) -> None:
+    _teardown(ctx, Layout.of(ctx))
+
+
+def _teardown(ctx: Context, layout: Layout) -> None:
+    problems: list[str] = []
+    # Nothing may recreate pods while they go.
+    for daemon in (node.KUBELET_DAEMON, controlplane.SCHEDULER_DAEMON, controlplane.CONTROLLER_MANAGER_DAEMON):
+        stop_daemon(ctx, daemon)
+    try:
+        node.sweep_pods(ctx, layout)
+    except TestenvError as exc:
+        problems.append(str(exc))
+    stop_daemon(ctx, node.CONTAINERD)
+    for daemon in (addons.COREDNS_DAEMON, addons.KUBE_PROXY_DAEMON, controlplane.APISERVER, controlplane.ETCD):
+        stop_daemon(ctx, daemon)
+    addons.cleanup_kube_proxy(ctx)
+    # Whatever a killed run (or a failed sweep) left: shims, pod processes, mounts, chains.
+    sweep.kill_processes_of(layout.root)
+    left_mounted = sweep.unmount_all_under(layout.root)
+    if left_mounted:
+        problems.append(f"still mounted: {left_mounted}")
+    problems += sweep.remove_our_chains()
+    node.remove_container_log_links(layout)
+    problems += restore_sysctls(ctx)
+    if not left_mounted:
+        shutil.rmtree(layout.root, ignore_errors=True)
+    Ports.forget(ctx)
+    if problems:
+        raise TestenvError("cluster teardown: " + "; ".join(problems))
+
+
+def status(ctx: Context) -> str:
+    layout = Layout.of(ctx)
+    alive = [d for d in DAEMONS if daemon_alive(ctx, d)]
+    if not alive:
+        return "down"
+    if len(alive) < len(DAEMONS):
+        return f"PARTIAL: running {', '.join(alive)}; missing {', '.join(d for d in DAEMONS if d not in alive)}"
+    ports = Ports.saved(ctx)
+    node_state = "Ready" if _node_ready_untainted(_node(ctx, layout)) else "NOT Ready"
+    return f"up: Kubernetes {K8S_VERSION} at {ports.apiserver_url if ports else '?'}, node {NODE_NAME} {node_state}"
+
+
+def env(ctx: Context) -> dict[str, str]:
+    layout = Layout.of(ctx)
+    values: dict[str, str] = {}
+    kubectl = k8s_bin(ctx, "kubectl")
+    if kubectl.exists():
+        values["FLOWKIT_KUBECTL"] = str(kubectl)
+    if layout.admin_kubeconfig.exists():
+        values["KUBECONFIG"] = str(layout.admin_kubeconfig)
+        values["FLOWKIT_CONTAINERD_ADDRESS"] = str(layout.containerd_socket)
+        values["FLOWKIT_TEST_NODE"] = NODE_NAME
+        values["FLOWKIT_TEST_PAUSE_IMAGE"] = node.pause_image(ctx)
+    return values
