@@ -335,7 +335,8 @@ class Coordinator:
     async def _stop_running(self, run: _TaskRun, action: StopRunning) -> None:
         job = run.functions.get(action.node_id)
         if job is not None:
-            job.cancel()
+            if job is not asyncio.current_task():  # a function failing stops itself by returning
+                await self._stop_function(run, action, job)
             return
         await self.bus.publish(
             SIGNALS_TOPIC,
@@ -347,6 +348,14 @@ class Coordinator:
                 payload={"reason": action.reason},
             ),
         )
+
+    async def _stop_function(self, run: _TaskRun, action: StopRunning, job: asyncio.Task[None]) -> None:
+        """Cancel a coordinator function and wait for it. A job cancelled before its first
+        step never runs its own handler, so its node is ended here (a no-op if it was)."""
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        run.functions.pop(action.node_id, None)
+        await self._apply(run, run.scheduler.node_cancelled(action.node_id, action.attempt, time.time()))
 
     async def _end_task(self, run: _TaskRun, state: State) -> None:
         failed = [n for n in run.status.nodes.values() if n.status == State.FAILED and n.error is not None]
