@@ -14,6 +14,7 @@ from ..bus.base import Bus, Subscription
 from ..config import WorkerConfig
 from ..errors import ConfigError
 from ..protocol import ANNOUNCE_TOPIC, SIGNALS_TOPIC, STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic
+from ..states import State
 from ..store.base import Store
 from ..wiring import resolve_backends
 from .adapters import ArtifactFeed
@@ -135,6 +136,9 @@ class Worker:
                 )
                 return
             ctx = await self._context(message, cmd)
+            if await self._stopped_while_queued(message):
+                await self._publish(message, Kind.CANCELLED)
+                return
             node_run = NodeRun(
                 self.handlers[cmd.role],
                 ctx,
@@ -159,6 +163,17 @@ class Worker:
         finally:
             self.active.pop(key, None)
             self._slots.release()
+
+    async def _stopped_while_queued(self, message: Envelope) -> bool:
+        """A cancel (or upstream failure) that came while this command waited for a slot
+        found no run to signal; the node's state in the store still says so."""
+        state = await self.store.node_state(message.task_id, message.node_id)
+        if state == State.CANCELLING or (state is not None and state.terminal):
+            log.info(
+                "task %s node %s: %s before it started, not run", message.task_id, message.node_id, state
+            )
+            return True
+        return False
 
     async def _context(self, message: Envelope, cmd: RunCommand) -> RunContext:
         writer = ArtifactsWriter(
