@@ -179,3 +179,24 @@ async def test_invalid_graph_is_rejected_before_anything_runs() -> None:
             await rt.submit(graph)
         assert await rt.store.list_tasks() == []
     assert recorder.batches == {}
+
+
+async def test_cancel_skips_a_node_still_waiting_for_a_worker_slot() -> None:
+    handler = Cooperative()
+    recorder = Recorder()
+    graph = {
+        "nodes": [
+            {"node_id": "first", "type": "busy"},
+            {"node_id": "second", "type": "busy"},
+            {"node_id": "side", "type": "recorder"},
+        ]
+    }
+    async with LocalRuntime({"busy": handler, "recorder": recorder}, concurrency=1) as rt:
+        task_id = await rt.submit(graph)
+        await wait_event(handler.started)
+        handler.started.clear()
+        await rt.coordinator.cancel_task(task_id)
+        status = await rt.coordinator.wait_task(task_id, timeout=5)
+    assert status.status == State.CANCELLED
+    assert status.nodes["second"].status == State.CANCELLED
+    assert not handler.started.is_set()  # the queued node's handler never ran
