@@ -84,15 +84,23 @@ class Context:
         return self._state.get(key, default)
 
     def put(self, key: str, value: object) -> None:
-        self._state[key] = value
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._state, indent=2, sort_keys=True))
-        tmp.replace(self.state_file)
+        self._update({key: value}, ())
 
     def forget(self, *keys: str) -> None:
-        for key in keys:
-            self._state.pop(key, None)
-        self.put("_", None)
+        self._update({}, keys)
+
+    def _update(self, values: Mapping[str, object], removed: Sequence[str]) -> None:
+        # Re-read under a lock: another `scripts/testenv` (a shell's `up cluster` while
+        # pytest runs `up kafka`) may have written its own keys since we loaded.
+        with self.state_file.with_suffix(".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.load_state()
+            self._state.update(values)
+            for key in removed:
+                self._state.pop(key, None)
+            tmp = self.state_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._state, indent=2, sort_keys=True))
+            tmp.replace(self.state_file)
 
     def logfile(self, name: str) -> Path:
         (self.run / "logs").mkdir(parents=True, exist_ok=True)
