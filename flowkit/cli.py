@@ -29,15 +29,15 @@ from .console.progress import ChangeLog, ProgressView, summary_table
 from .console.session import RunOutcome, run_task
 from .embedded import DEFAULT_CONCURRENCY
 from .errors import ConfigError, GraphError
-from .graph import GraphSpec, load_graph_file, validate_graph
+from .graph import COORDINATOR_FN, GraphSpec, load_graph_file, validate_graph
 from .render import RenderError, svg_to_png, to_mermaid, to_svg
-from .states import State, TaskStatus
+from .states import NodeStatus, State, TaskStatus
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-_stderr = Console(stderr=True)
+_stderr = Console(stderr=True, soft_wrap=True)  # long error lines are not cut into pieces
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -180,11 +180,21 @@ def _run_with_display(
 
 def _status_svg(spec: GraphSpec, status: TaskStatus) -> str:
     states = {nid: n.status.value for nid, n in status.nodes.items()}
-    notes = {
-        nid: f"{n.batches} batches" + (f" · {n.attempts} attempts" if n.attempts > 1 else "")
-        for nid, n in status.nodes.items()
-    }
+    notes = {nid: _node_note(n) for nid, n in status.nodes.items()}
     return to_svg(spec, states, notes, title=f"task {status.task_id}: {status.status.value}")
+
+
+def _node_note(node: NodeStatus) -> str:
+    parts = [] if node.type == COORDINATOR_FN else [_plural(node.batches, "batch", "batches")]
+    if node.attempts > 1:
+        parts.append(_plural(node.attempts, "attempt", "attempts"))
+    if node.error and node.status != State.FINISHED:
+        parts.append(node.error.code)
+    return " · ".join(parts)
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def _write(path: str, data: str | bytes) -> None:
@@ -239,3 +249,7 @@ def graph(graph_file: str, fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
     else:
         _write(output, text)
+
+
+if __name__ == "__main__":
+    main()

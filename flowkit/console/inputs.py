@@ -29,7 +29,7 @@ def load_handlers(spec: str, search_path: str | Path | None = None) -> dict[str,
     folder = str(Path(search_path or Path.cwd()).resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    module = _import(module_name, spec)
+    module = _import(module_name, spec, folder)
     if not hasattr(module, attr):
         names = sorted(n for n in vars(module) if not n.startswith("_") and isinstance(vars(module)[n], dict))
         hint = f" (dicts it defines: {', '.join(names)})" if names else ""
@@ -37,14 +37,14 @@ def load_handlers(spec: str, search_path: str | Path | None = None) -> dict[str,
     return check_handlers(getattr(module, attr), spec)
 
 
-def _import(module_name: str, spec: str) -> Any:
+def _import(module_name: str, spec: str, folder: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ConfigError(
                 f"--handlers {spec!r}: cannot import module '{module_name}' ({exc}); "
-                f"run from the folder that contains it (looked in {sys.path[0]})"
+                f"run from the folder that contains it (looked in {folder})"
             ) from None
         raise ConfigError(
             f"--handlers {spec!r}: importing '{module_name}' failed: {_last_frame(exc)}"
