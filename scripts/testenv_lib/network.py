@@ -147,6 +147,13 @@ def bridge_exists() -> bool:
     return Path(f"/sys/class/net/{BRIDGE}").exists()
 
 
+def _bridge_is_up() -> bool:
+    try:
+        return bool(int(Path(f"/sys/class/net/{BRIDGE}/flags").read_text(), 16) & 0x1)  # IFF_UP
+    except (OSError, ValueError):
+        return False
+
+
 def create_bridge() -> None:
     if bridge_exists() and not Path(f"/sys/class/net/{BRIDGE}/bridge").exists():
         raise TestenvError(f"interface {BRIDGE} exists but is not a bridge: remove it (ip link del {BRIDGE})")
@@ -261,7 +268,7 @@ def up(ctx: Context) -> None:
 def ensure(ctx: Context) -> None:
     """Bring the network up unless it is (for services started on their own)."""
     if not (
-        bridge_exists()
+        _bridge_is_up()
         and (BRIDGE, _PREFIX) in _holders_of(HOST_IP)
         and all(_route_type(cidr) == "blackhole" for cidr in BLACKHOLES)
     ):
