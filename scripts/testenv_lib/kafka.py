@@ -24,6 +24,7 @@ from .common import (
     TestenvError,
     cmdline,
     daemon_alive,
+    ensure_debian_packages,
     free_port,
     kill_stray,
     pid_of,
@@ -78,7 +79,9 @@ logger.statechange.level = WARN
 
 
 # -- installation -------------------------------------------------------------------
-def _require_java() -> None:
+def _require_java(ctx: Context) -> None:
+    if shutil.which("java") is None:
+        ensure_debian_packages(ctx, ["openjdk-17-jre-headless"], f"Kafka {VERSION} runs on Java 17+")
     require_tool("java", "Kafka needs Java 17+: apt-get install openjdk-17-jre-headless")
     out = run(["java", "-version"]).stderr
     try:
@@ -102,6 +105,8 @@ def install(ctx: Context) -> Path:
     done = libs.parent / ".complete"
     if done.exists():
         return libs
+    if shutil.which("mvn") is None:
+        ensure_debian_packages(ctx, ["maven"], f"resolving Kafka {VERSION}'s jars")
     require_tool("mvn", "resolving Kafka's jars needs Maven: apt-get install maven")
     require_disk(ctx.cache, 0.5, f"Kafka {VERSION}'s jars")
     say(f"kafka: resolving Apache Kafka {VERSION} jars from Maven Central (once)")
@@ -240,7 +245,7 @@ def _java(libs: Path, home: Path, *args: str) -> list[str]:
 
 def up(ctx: Context) -> None:
     network.ensure(ctx)
-    _require_java()
+    _require_java(ctx)
     libs = install(ctx)
     ports = _ports(ctx)
     if _running(ctx) and ports and ready("127.0.0.1", ports["host"]):
