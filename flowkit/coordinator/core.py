@@ -58,6 +58,7 @@ class Coordinator:
         self._tasks: dict[str, _TaskRun] = {}
         self._subscription: Subscription | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._retries: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._started = False
 
@@ -81,7 +82,7 @@ class Coordinator:
             timer.cancel()
         if self._subscription is not None:
             await self._subscription.close()
-        jobs = [*self._loops, *(j for run in self._tasks.values() for j in run.functions.values())]
+        jobs = [*self._loops, *self._retries, *(j for run in self._tasks.values() for j in run.functions.values())]
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
@@ -326,8 +327,8 @@ class Coordinator:
             task = asyncio.create_task(
                 self._apply(run, run.scheduler.retry_due(action.node_id, action.attempt))
             )
-            self._loops.append(task)
-            task.add_done_callback(self._loops.remove)
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
 
         handle = asyncio.get_running_loop().call_later(action.delay_sec, fire)
         self._timers.add(handle)
