@@ -24,6 +24,8 @@ from .node_run import NodeRun, Outcome
 
 log = logging.getLogger("flowkit.worker")
 
+_STOPPED_IN_STORE = frozenset({State.CANCELLING, State.CANCELLED, State.FAILED})
+
 
 @dataclass
 class _ActiveRun:
@@ -82,6 +84,7 @@ class Worker:
         self._subscriptions.append(signals)
         self._loops.append(asyncio.create_task(self._take_signals(signals)))
         self._loops.append(asyncio.create_task(self._heartbeats()))
+        self._loops.append(asyncio.create_task(self._poll_cancellations()))
         await self._announce("online")
         log.info("worker %s started for roles %s", self.worker_id, self.cfg.roles)
 
@@ -239,17 +242,33 @@ class Worker:
 
     def _cancel(self, message: Envelope) -> None:
         run = self.active.get((message.task_id, message.node_id))
-        if run is None or run.ctx.attempt != message.attempt:
+        if run is not None and run.ctx.attempt == message.attempt:
+            self._request_cancel(run, message.payload)
+
+    def _request_cancel(self, run: _ActiveRun, meta: dict[str, Any]) -> None:
+        """Raise the run's cancel flag; interrupt the handler if it ignores it past the grace."""
+        if run.ctx.cancel_flag.is_set():
             return
-        run.ctx.cancel_meta.update(message.payload)
+        run.ctx.cancel_meta.update(meta)
         run.ctx.cancel_flag.set()
         log.info(
             "task %s node %s: cancel requested (%s)",
-            message.task_id,
-            message.node_id,
-            message.payload.get("reason", "unknown"),
+            run.ctx.task_id,
+            run.ctx.node_id,
+            meta.get("reason", "unknown"),
         )
         asyncio.get_running_loop().call_later(self.cfg.cancel_grace_sec, self._interrupt, run)
+
+    async def _poll_cancellations(self) -> None:
+        """The store is the second source of cancellation (seed: "database flags"): a signal
+        missed while a run was starting, or sent while this worker was unreachable, still
+        reaches the handler within ``db_cancel_poll_ms``."""
+        while True:
+            await asyncio.sleep(self.cfg.db_cancel_poll_ms / 1000)
+            for run in list(self.active.values()):
+                state = await self.store.node_state(run.ctx.task_id, run.ctx.node_id)
+                if state in _STOPPED_IN_STORE:
+                    self._request_cancel(run, {"reason": f"node is {state} in the store", "source": "db"})
 
     @staticmethod
     def _interrupt(run: _ActiveRun) -> None:
