@@ -119,6 +119,8 @@ def run(
     """Run GRAPH_FILE (YAML or JSON) in this process: embedded coordinator, workers and store."""
     person = _stderr.is_terminal
     quiet = as_json and not person
+    if not person:  # CI logs and pipes: keep log lines whole instead of 80 columns
+        _stderr.width = max(_stderr.width, 120)
     configure_logging(_stderr, logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
     try:
         handlers = load_handlers(handlers_spec)
