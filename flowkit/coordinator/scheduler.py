@@ -159,7 +159,16 @@ class Scheduler:
         node = self._current(node_id, attempt)
         if node is None or node.state.terminal:
             return []
-        out: list[Action] = [NodeChanged(node_id, {"status": State.CANCELLED, "finished_at": now})]
+        out: list[Action] = []
+        if self.state != State.CANCELLING:
+            # Stopped on its own (e.g. a cancel flag in the store), not by a task cancel:
+            # an abnormal end, so it fails, and so do dependents that can no longer start.
+            error = NodeError(
+                code="cancelled", message="the node was cancelled outside a task cancel", permanent=True
+            )
+            self._fail(node, error, now, out)
+            return self._settle(out)
+        out.append(NodeChanged(node_id, {"status": State.CANCELLED, "finished_at": now}))
         self._close(node, State.CANCELLED, out)
         return self._settle(out)
 

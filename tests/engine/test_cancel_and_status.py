@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from engine_support import Recorder, wait_event, wait_for
+from engine_support import TIMEOUT, Recorder, wait_event, wait_for
 
 from flowkit import GraphError, LocalRuntime, WorkerConfig
 from flowkit.states import State
@@ -200,3 +200,35 @@ async def test_cancel_skips_a_node_still_waiting_for_a_worker_slot() -> None:
     assert status.status == State.CANCELLED
     assert status.nodes["second"].status == State.CANCELLED
     assert not handler.started.is_set()  # the queued node's handler never ran
+
+
+async def test_cancel_flag_set_in_the_store_reaches_the_handler_without_a_signal() -> None:
+    """The store is a second cancellation source (seed: "database flags")."""
+    started = asyncio.Event()
+    seen_meta: dict[str, Any] = {}
+
+    class WaitsForCancel(Handler):
+        async def process_batch(self, batch: Batch, ctx: RunContext) -> BatchResult:
+            started.set()
+            await ctx.cancel_flag.wait()
+            seen_meta.update(ctx.cancel_meta)
+            raise asyncio.CancelledError
+
+    graph = {
+        "nodes": [
+            {"node_id": "slow", "type": "slow"},
+            {"node_id": "after", "type": "slow", "depends_on": ["slow"]},
+        ]
+    }
+    cfg = WorkerConfig(db_cancel_poll_ms=20)
+    async with LocalRuntime({"slow": WaitsForCancel()}, worker_config=cfg) as rt:
+        task_id = await rt.submit(graph)
+        await wait_event(started)
+        # Only the store says so: no signal is published on the bus.
+        await rt.store.update_node(task_id, "slow", {"status": State.CANCELLING})
+        status = await rt.coordinator.wait_task(task_id, timeout=TIMEOUT)
+    assert seen_meta["source"] == "db"
+    assert status.nodes["slow"].status == State.FAILED
+    assert status.nodes["slow"].error is not None and status.nodes["slow"].error.code == "cancelled"
+    assert status.nodes["after"].status == State.FAILED
+    assert status.status == State.FAILED
