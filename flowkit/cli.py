@@ -131,7 +131,7 @@ def run(
     outcome = _run_with_display(spec, handlers, task_params, concurrency, timeout, person, quiet)
     status = outcome.status
     if graph_svg:
-        _write(graph_svg, _status_svg(spec, status))
+        _write(graph_svg, _status_svg(spec, status), announce=not quiet)
     if as_json:
         click.echo(json.dumps(status.summary(), indent=2, default=str))
         if person:
@@ -199,7 +199,7 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-def _write(path: str, data: str | bytes) -> None:
+def _write(path: str, data: str | bytes, announce: bool = True) -> None:
     try:
         if isinstance(data, bytes):
             Path(path).write_bytes(data)
@@ -207,7 +207,8 @@ def _write(path: str, data: str | bytes) -> None:
             Path(path).write_text(data)
     except OSError as exc:
         _fail(f"cannot write {path}: {exc.strerror}")
-    _stderr.print(f"wrote {escape(path)}", style="dim", highlight=False)
+    if announce:
+        _stderr.print(f"wrote {escape(path)}", style="dim", highlight=False)
 
 
 @main.command()

@@ -65,9 +65,11 @@ class ProgressView:
         self.status: TaskStatus | None = None
 
     def update(self, status: TaskStatus) -> None:
+        """Remember the newest status (called from the event loop)."""
         self.status = status
 
     def render(self) -> Group | Text:
+        """The table for the latest status (called by rich's refresh thread)."""
         status = self.status
         if status is None:
             return Text("starting…", style="dim")
@@ -101,6 +103,7 @@ class ChangeLog:
         self.started = time.monotonic()
 
     def update(self, status: TaskStatus) -> None:
+        """Print a line for each node whose state or attempt changed since the last call."""
         for node in status.nodes.values():
             key = (node.status, node.attempts)
             if self.seen.get(node.node_id) == key or node.attempts == 0:

@@ -34,10 +34,12 @@ class Box:
 
     @property
     def right(self) -> tuple[float, float]:
+        """Middle of the right side, where outgoing edges start."""
         return self.x + self.width, self.y + self.height / 2
 
     @property
     def left(self) -> tuple[float, float]:
+        """Middle of the left side, where incoming edges end."""
         return self.x, self.y + self.height / 2
 
 
