@@ -467,42 +467,36 @@ def _infer_dependencies_from_sources(nodes: dict[str, NodeSpec], given: set[str]
 
 
 def _check_sources_are_upstream(nodes: dict[str, NodeSpec], problems: list[GraphProblem]) -> None:
-    spec = GraphSpec(nodes=tuple(nodes.values()))
     for node in nodes.values():
         sources = source_nodes(node)
         if not sources:
             continue
-        field = "io.fn_args.from_nodes" if node.is_coordinator_fn else "io.input_inline.input_args.from_nodes"
-        upstream = ancestors(spec, node.node_id)
+        if node.is_coordinator_fn:
+            field, code = "io.fn_args.from_nodes", "bad_fn_args"
+        else:
+            field, code = "io.input_inline.input_args.from_nodes", "bad_input_args"
+        upstream = _ancestors(nodes, node.node_id)
         for source in sources:
             if source not in nodes:
-                problems.append(
-                    GraphProblem(
-                        node.node_id,
-                        field,
-                        "bad_input_args" if not node.is_coordinator_fn else "bad_fn_args",
-                        f"'{source}' is not a node of this graph",
-                    )
-                )
+                why = f"'{source}' is not a node of this graph"
             elif source not in upstream:
-                problems.append(
-                    GraphProblem(
-                        node.node_id,
-                        field,
-                        "bad_input_args" if not node.is_coordinator_fn else "bad_fn_args",
-                        f"'{source}' is not upstream of this node; add it to depends_on",
-                    )
-                )
+                why = f"'{source}' is not upstream of this node; add it to depends_on"
+            else:
+                continue
+            problems.append(GraphProblem(node.node_id, field, code, why))
 
 
 def ancestors(graph: GraphSpec, node_id: str) -> set[str]:
     """Every node ``node_id`` transitively depends on."""
-    by_id = {n.node_id: n for n in graph.nodes}
+    return _ancestors({n.node_id: n for n in graph.nodes}, node_id)
+
+
+def _ancestors(by_id: Mapping[str, NodeSpec], node_id: str) -> set[str]:
     found: set[str] = set()
     stack = list(by_id[node_id].depends_on)
     while stack:
         dep = stack.pop()
-        if dep not in found:
+        if dep not in found and dep in by_id:
             found.add(dep)
             stack.extend(by_id[dep].depends_on)
     return found
