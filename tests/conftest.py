@@ -26,7 +26,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TESTENV = REPO / "scripts" / "testenv"
 # tests/<folder>/... gets the marker of its folder.
-FOLDER_MARKERS = {"unit": "unit", "engine": "engine", "integration": "integration", "cluster": "cluster", "operator": "cluster"}
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "engine": "engine",
+    "integration": "integration",
+    "cluster": "cluster",
+    "operator": "cluster",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
