@@ -82,7 +82,11 @@ class Coordinator:
             timer.cancel()
         if self._subscription is not None:
             await self._subscription.close()
-        jobs = [*self._loops, *self._retries, *(j for run in self._tasks.values() for j in run.functions.values())]
+        jobs = [
+            *self._loops,
+            *self._retries,
+            *(j for run in self._tasks.values() for j in run.functions.values()),
+        ]
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
