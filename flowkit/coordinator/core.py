@@ -15,6 +15,7 @@ from ..bus.base import Bus, Subscription
 from ..config import CoordinatorConfig
 from ..errors import FlowKitError, HandlerError, TaskNotFound
 from ..graph import GraphSpec, validate_graph
+from ..metrics import add_metrics, numeric_metrics, sum_metrics
 from ..protocol import SIGNALS_TOPIC, STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic
 from ..states import NodeError, NodeStatus, State, TaskStatus
 from ..store.base import Store
@@ -219,19 +220,14 @@ class Coordinator:
             return  # a replayed message: counted already
         seen.add(uid)
         node = run.status.nodes[msg.node_id]
-        metrics = dict(node.metrics)
-        for key, value in (msg.payload.get("metrics") or {}).items():
-            metrics[key] = metrics.get(key, 0) + value
+        metrics = add_metrics(dict(node.metrics), numeric_metrics(msg.payload.get("metrics")))
         await self._update_node(run, msg.node_id, {"batches": node.batches + 1, "metrics": metrics})
         await self._apply(run, run.scheduler.first_batch(msg.node_id, msg.attempt))
 
     async def _final_metrics(self, run: _TaskRun, node_id: str, final: dict[str, float]) -> None:
         """Recount from the store's batch records (exactly once), then merge finalize's metrics."""
         records = await self.store.batch_records(run.status.task_id, node_id)
-        metrics: dict[str, float] = {}
-        for batch_metrics in records.values():
-            for key, value in batch_metrics.items():
-                metrics[key] = metrics.get(key, 0) + value
+        metrics = sum_metrics(records.values())
         metrics.update(final)
         run.seen_batches.pop(node_id, None)
         await self._update_node(run, node_id, {"batches": len(records), "metrics": metrics})
@@ -241,6 +237,9 @@ class Coordinator:
     async def _apply(self, run: _TaskRun, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, NodeChanged):
+                if action.fields.get("status") == State.FAILED:
+                    error = action.fields.get("error")
+                    log.warning("task %s node %s failed: %s", run.status.task_id, action.node_id, error)
                 await self._update_node(run, action.node_id, action.fields)
             elif isinstance(action, Dispatch):
                 await self._dispatch(run, action)
@@ -302,7 +301,7 @@ class Coordinator:
             code, permanent = (
                 (exc.code, exc.permanent) if isinstance(exc, HandlerError) else (type(exc).__name__, False)
             )
-            log.warning("task %s node %s: function %s failed: %s", task_id, node_id, spec.io.fn, exc)
+            log.info("task %s node %s: function %s failed: %s", task_id, node_id, spec.io.fn, exc)
             error = NodeError(code=code, message=str(exc), permanent=permanent)
             await self._apply(run, sched.node_failed(node_id, action.attempt, error, time.time()))
             return
@@ -311,10 +310,7 @@ class Coordinator:
         if ctx.result:
             await self._update_task(run, {"result": {**run.status.result, **ctx.result}})
         await self.store.complete_artifacts(task_id, node_id)
-        numbers = {
-            k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        await self._update_node(run, node_id, {"metrics": numbers})
+        await self._update_node(run, node_id, {"metrics": numeric_metrics(metrics)})
         await self._apply(run, sched.node_finished(node_id, action.attempt, time.time()))
 
     def _retry_later(self, run: _TaskRun, action: RetryLater) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..metrics import sum_metrics
 from ..states import TaskStatus
 from ..store.base import Artifact, Store
 
@@ -136,9 +137,6 @@ async def merge_generic(ctx: FunctionContext, args: dict[str, Any]) -> dict[str,
 @coordinator_function("metrics.aggregate", FromNodesArgs)
 async def metrics_aggregate(ctx: FunctionContext, args: dict[str, Any]) -> dict[str, Any]:
     """Sum the numeric metrics of ``from_nodes`` into this node and ``result[target.key]``."""
-    totals: dict[str, float] = {}
-    for node_id in _sources(ctx, args):
-        for name, value in ctx.status.nodes[node_id].metrics.items():
-            totals[name] = totals.get(name, 0) + value
+    totals = sum_metrics(ctx.status.nodes[node_id].metrics for node_id in _sources(ctx, args))
     ctx.result[_key(ctx, args)] = dict(totals)
     return totals

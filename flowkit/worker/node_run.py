@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import numbers
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import HandlerError, InputAdapterError
+from ..metrics import add_metrics, numeric_metrics
 from ..states import NodeError
 from .adapters import ADAPTERS, ArtifactFeed, adapter_batches, check_adapter_args
 from .context import RunContext
@@ -27,17 +27,6 @@ class Outcome:
     state: str  # "finished" | "failed" | "cancelled"
     metrics: dict[str, float] = field(default_factory=dict)
     error: NodeError | None = None
-
-
-def numeric_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
-    """Metrics are summed, so only numbers count; bools and text are left out."""
-    if not metrics:
-        return {}
-    return {
-        k: v if isinstance(v, int) else float(v)
-        for k, v in metrics.items()
-        if isinstance(v, numbers.Real) and not isinstance(v, bool)
-    }
 
 
 class NodeRun:
@@ -128,8 +117,7 @@ class NodeRun:
             metrics = numeric_metrics(result.metrics)
             if await ctx.store.record_batch(ctx.task_id, ctx.node_id, uid, metrics):
                 ctx.processed_count += 1
-                for key, value in metrics.items():
-                    ctx.metrics[key] = ctx.metrics.get(key, 0) + value
+                add_metrics(ctx.metrics, metrics)
                 await self.report_batch(uid, metrics)
 
     def _classify(self, exc: Exception) -> NodeError:
@@ -141,7 +129,8 @@ class NodeRun:
             code, permanent = type(exc).__name__, False
         if isinstance(exc, InputAdapterError):
             code, permanent = exc.code, True
-        log.warning(
+        # INFO: the coordinator decides whether this is a retry or the node's end, and says so.
+        log.info(
             "task %s node %s attempt %d failed: %s (%s, %s)",
             ctx.task_id,
             ctx.node_id,
