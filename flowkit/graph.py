@@ -8,6 +8,7 @@ re-implements a rule. Validation collects every problem it can find and raises o
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
@@ -115,6 +116,7 @@ class GraphSpec(BaseModel):
         return {n.type for n in self.nodes if not n.is_coordinator_fn}
 
 
+@functools.lru_cache(maxsize=256)
 def parse_fan_in(text: str) -> FanIn:
     """``all`` | ``any`` | ``count:N``; raises ValueError with the accepted forms."""
     if text in ("all", "any"):

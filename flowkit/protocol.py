@@ -7,8 +7,8 @@ attempt that is no longer current, or a batch already counted, changes nothing.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from enum import StrEnum
 from typing import Any
 
@@ -42,7 +42,7 @@ class Kind(StrEnum):
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 class Envelope(BaseModel):
