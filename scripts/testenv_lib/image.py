@@ -94,28 +94,54 @@ def ensure_base_archive(ctx: Context) -> Path:
     ensure_debian_packages(ctx, _BUILD_PACKAGES, "building images without Docker")
     require_disk(ctx.cache, 2.0, "bootstrapping the base image")
     log = ctx.logfile("image-base")
-    say(f"bootstrapping the base image ({BASE_SUITE} minbase + {', '.join(BASE_PACKAGES)}; "
-        f"~40 s, once; log: {log})")
+    say(
+        f"bootstrapping the base image ({BASE_SUITE} minbase + {', '.join(BASE_PACKAGES)}; "
+        f"~40 s, once; log: {log})"
+    )
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=archive.parent, prefix="bootstrap-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         try:
-            run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                 BASE_SUITE, str(rootfs), DEBIAN_MIRROR], log=log)
+            run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    BASE_SUITE,
+                    str(rootfs),
+                    DEBIAN_MIRROR,
+                ],
+                log=log,
+            )
         finally:
             _unmount_under(rootfs)  # debootstrap leaves /proc and /sys mounted when it fails
         _slim_rootfs(rootfs)
         layer = Path(tmp) / "layer.tar"
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(layer), "."], log=log)
-        write_docker_archive(archive, BASE_IMAGE, layer, {"Cmd": ["python3"], "Env": [
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]})
+        write_docker_archive(
+            archive,
+            BASE_IMAGE,
+            layer,
+            {
+                "Cmd": ["python3"],
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+            },
+        )
     say(f"base image cached: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
     return archive
 
 
 def _slim_rootfs(rootfs: Path) -> None:
-    for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "var/log/*.log",
-                    "dev/*", "proc/*", "sys/*", "run/*", "tmp/*"):
+    for pattern in (
+        "var/cache/apt/archives/*.deb",
+        "var/lib/apt/lists/*",
+        "var/log/*.log",
+        "dev/*",
+        "proc/*",
+        "sys/*",
+        "run/*",
+        "tmp/*",
+    ):
         for path in rootfs.glob(pattern):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -135,8 +161,14 @@ def _buildah(ctx: Context, *args: str, log: Path) -> None:
 
 
 def _storage_flags(ctx: Context) -> list[str]:
-    return ["--root", str(ctx.cache / "buildah" / "storage"), "--runroot", str(ctx.run / "buildah-runroot"),
-            "--storage-driver", "overlay"]
+    return [
+        "--root",
+        str(ctx.cache / "buildah" / "storage"),
+        "--runroot",
+        str(ctx.run / "buildah-runroot"),
+        "--storage-driver",
+        "overlay",
+    ]
 
 
 def _policy_file(ctx: Context) -> Path:
@@ -165,11 +197,27 @@ def build(ctx: Context, dockerfile: str, tag: str) -> None:
     _ensure_base_in_buildah(ctx, log)
     started = time.monotonic()
     say(f"building {tag} from {path} on {BASE_IMAGE} (log: {log})")
-    args = ["bud", "--isolation", "chroot", "--signature-policy", str(_policy_file(ctx)),
-            "--build-arg", f"BASE={BASE_IMAGE}", "--pull-never", "-t", tag, "-f", str(path)]
+    args = [
+        "bud",
+        "--isolation",
+        "chroot",
+        "--signature-policy",
+        str(_policy_file(ctx)),
+        "--build-arg",
+        f"BASE={BASE_IMAGE}",
+        "--pull-never",
+        "-t",
+        tag,
+        "-f",
+        str(path),
+    ]
     if HOST_CA_BUNDLE.exists():
-        args += ["--build-arg", f"PIP_CERT={HOST_CA_IN_BUILD}",
-                 "--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_IN_BUILD}:ro"]
+        args += [
+            "--build-arg",
+            f"PIP_CERT={HOST_CA_IN_BUILD}",
+            "--volume",
+            f"{HOST_CA_BUNDLE}:{HOST_CA_IN_BUILD}:ro",
+        ]
     try:
         _buildah(ctx, *args, str(path.parent), log=log)
     finally:
@@ -177,8 +225,15 @@ def build(ctx: Context, dockerfile: str, tag: str) -> None:
     archive = ctx.run / "images" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", tag) + ".tar")
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)
-    _buildah(ctx, "push", "--signature-policy", str(_policy_file(ctx)), tag, f"docker-archive:{archive}:{tag}",
-             log=log)
+    _buildah(
+        ctx,
+        "push",
+        "--signature-policy",
+        str(_policy_file(ctx)),
+        tag,
+        f"docker-archive:{archive}:{tag}",
+        log=log,
+    )
     run(["buildah", *_storage_flags(ctx), "rmi", "--prune"], log=log, check=False)
     say(f"built {tag} in {time.monotonic() - started:.0f}s")
     load(ctx, str(archive))

@@ -27,7 +27,9 @@ RESTARTS_CLUSTER = "restarts_cluster"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{RESTARTS_CLUSTER}: stops the test cluster; runs last in the session")
+    config.addinivalue_line(
+        "markers", f"{RESTARTS_CLUSTER}: stops the test cluster; runs last in the session"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -75,7 +77,10 @@ def smoke_image(cluster_env: dict[str, str]) -> str:
     """tests/cluster/fixtures/Dockerfile built with `scripts/testenv image build` (once)."""
     proc = subprocess.run(
         [sys.executable, str(TESTENV), "image", "build", "--tag", SMOKE_IMAGE, str(FIXTURES / "Dockerfile")],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
     )
     if proc.returncode != 0:
         pytest.fail(f"scripts/testenv image build failed:\n{proc.stderr[-4000:]}", pytrace=False)

@@ -21,13 +21,20 @@ class Kubectl:
     kubeconfig: str
     namespace: str | None = None
 
-    def run(self, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         argv = [self.binary, f"--kubeconfig={self.kubeconfig}"]
         if self.namespace is not None:
             argv.append(f"--namespace={self.namespace}")
-        proc = subprocess.run([*argv, *args], input=input, capture_output=True, text=True, timeout=timeout,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        proc = subprocess.run(
+            [*argv, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
@@ -39,7 +46,9 @@ class Kubectl:
         return json.loads(self("get", *args, "-o", "json"))
 
     def apply(self, *objects: dict[str, Any]) -> None:
-        self("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+        self(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+        )
 
     def wait(self, target: str, condition: str, timeout: int = 90) -> None:
         self("wait", target, f"--for={condition}", f"--timeout={timeout}s", timeout=timeout + 30)
@@ -52,8 +61,10 @@ class Kubectl:
             if phase == "Succeeded":
                 return self("logs", pod)
             if phase == "Failed":
-                raise AssertionError(f"pod {pod} failed:\n{self.run('logs', pod, check=False).stdout}"
-                                     f"\n{self('describe', 'pod', pod)}")
+                raise AssertionError(
+                    f"pod {pod} failed:\n{self.run('logs', pod, check=False).stdout}"
+                    f"\n{self('describe', 'pod', pod)}"
+                )
             time.sleep(0.5)
         raise AssertionError(f"pod {pod} did not finish in {timeout}s:\n{self('describe', 'pod', pod)}")
 
@@ -72,6 +83,8 @@ def run_pod(name: str, image: str, args: list[str], **spec: Any) -> dict[str, An
     """A run-to-completion pod of a local image."""
     container = {"name": "main", "image": image, "imagePullPolicy": "Never", "args": args}
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
         "spec": {"restartPolicy": "Never", "containers": [container], **spec},
     }

@@ -20,39 +20,66 @@ def widget_crd(admin_kubectl: Kubectl) -> Iterator[str]:
     """A namespaced `Widget` kind (unique per test), removed afterwards."""
     plural = f"widgets{uuid.uuid4().hex[:6]}"
     name = f"{plural}.{GROUP}"
-    admin_kubectl.apply({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": name},
-        "spec": {
-            "group": GROUP, "scope": "Namespaced",
-            "names": {"plural": plural, "singular": plural[:-1], "kind": f"Widget{plural[7:]}"},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    admin_kubectl.apply(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {
+                "group": GROUP,
+                "scope": "Namespaced",
+                "names": {"plural": plural, "singular": plural[:-1], "kind": f"Widget{plural[7:]}"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "subresources": {"status": {}},
+                        "additionalPrinterColumns": [
+                            {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        ],
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {
+                                        "type": "object",
+                                        "properties": {"size": {"type": "integer", "minimum": 1}},
+                                    },
+                                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+                                },
+                            }
+                        },
+                    }
                 ],
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1}}},
-                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
-                }}},
-            }],
-        },
-    })
+            },
+        }
+    )
     admin_kubectl.wait(f"crd/{name}", "condition=Established", timeout=30)
     yield plural
     admin_kubectl("delete", "crd", name, "--wait=false")
 
 
 def _widget(kind_plural: str, size: int) -> dict[str, object]:
-    return {"apiVersion": f"{GROUP}/v1", "kind": f"Widget{kind_plural[7:]}",
-            "metadata": {"name": "w1"}, "spec": {"size": size}}
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": f"Widget{kind_plural[7:]}",
+        "metadata": {"name": "w1"},
+        "spec": {"size": size},
+    }
 
 
 def test_kubectl_get_shows_the_printer_columns(kubectl: Kubectl, widget_crd: str) -> None:
     kubectl.apply(_widget(widget_crd, 3))
-    kubectl("patch", f"{widget_crd}/w1", "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Ready"}}')
+    kubectl(
+        "patch",
+        f"{widget_crd}/w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"Ready"}}',
+    )
     header, row = kubectl("get", widget_crd).splitlines()
     assert header.split() == ["NAME", "SIZE", "PHASE"]
     assert row.split()[:3] == ["w1", "3", "Ready"]
@@ -67,18 +94,36 @@ def test_schema_validation_rejects_a_bad_spec(kubectl: Kubectl, widget_crd: str)
 def test_a_watch_sees_a_status_change(kubectl: Kubectl, widget_crd: str) -> None:
     kubectl.apply(_widget(widget_crd, 1))
     watch = subprocess.Popen(
-        [kubectl.binary, f"--kubeconfig={kubectl.kubeconfig}", f"--namespace={kubectl.namespace}", "get",
-         f"{widget_crd}/w1", "--watch", "--output-watch-events", "-o",
-         "jsonpath={.type} {.object.status.phase}{\"\\n\"}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            kubectl.binary,
+            f"--kubeconfig={kubectl.kubeconfig}",
+            f"--namespace={kubectl.namespace}",
+            "get",
+            f"{widget_crd}/w1",
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            'jsonpath={.type} {.object.status.phase}{"\\n"}',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
     try:
-        wait_for(lambda: any(line.startswith("ADDED") for line in lines), 20, "the watch's initial ADDED event")
-        kubectl("patch", f"{widget_crd}/w1", "--subresource=status", "--type=merge",
-                "-p", '{"status":{"phase":"Done"}}')
+        wait_for(
+            lambda: any(line.startswith("ADDED") for line in lines), 20, "the watch's initial ADDED event"
+        )
+        kubectl(
+            "patch",
+            f"{widget_crd}/w1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status":{"phase":"Done"}}',
+        )
         wait_for(lambda: "MODIFIED Done\n" in lines, 20, f"a MODIFIED event with phase Done (saw {lines})")
     finally:
         watch.terminate()
@@ -87,8 +132,14 @@ def test_a_watch_sees_a_status_change(kubectl: Kubectl, widget_crd: str) -> None
 
 def test_the_status_subresource_ignores_spec_changes(kubectl: Kubectl, widget_crd: str) -> None:
     kubectl.apply(_widget(widget_crd, 2))
-    kubectl("patch", f"{widget_crd}/w1", "--subresource=status", "--type=merge",
-            "-p", '{"spec":{"size":9},"status":{"phase":"Busy"}}')
+    kubectl(
+        "patch",
+        f"{widget_crd}/w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"spec":{"size":9},"status":{"phase":"Busy"}}',
+    )
     widget = kubectl.json(f"{widget_crd}/w1")
     assert widget["spec"]["size"] == 2
     assert widget["status"]["phase"] == "Busy"

@@ -102,21 +102,33 @@ def _processes_using(root: Path) -> list[str]:
 
 
 def _mounts_under(root: Path) -> list[str]:
-    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(str(root))]
+    return [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(str(root))
+    ]
 
 
 def _our_chains() -> list[str]:
     chains = []
     for save in ("iptables-save", "ip6tables-save"):
         dump = subprocess.run([save], capture_output=True, text=True).stdout
-        chains += [line for line in dump.splitlines() if line.startswith(":") and line[1:].startswith(OUR_CHAIN_PREFIXES)]
+        chains += [
+            line
+            for line in dump.splitlines()
+            if line.startswith(":") and line[1:].startswith(OUR_CHAIN_PREFIXES)
+        ]
     return chains
 
 
 def _testenv(*args: str) -> None:
-    proc = subprocess.run([sys.executable, str(TESTENV), *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(TESTENV), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"scripts/testenv {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
 
 
@@ -138,8 +150,8 @@ def test_with_the_cluster_down_pod_and_service_addresses_fail_locally(
         assert list(bridge_ports.iterdir()) == [], "a pod's veth is still on the bridge"
 
         # The service range: no kube-proxy rule any more, only the blackhole route.
-        route = subprocess.run(["ip", "route", "get", KUBERNETES_SERVICE_IP], capture_output=True, text=True)
-        assert route.returncode != 0, f"{KUBERNETES_SERVICE_IP} is routable: {route.stdout}"
+        lookup = subprocess.run(["ip", "route", "get", KUBERNETES_SERVICE_IP], capture_output=True, text=True)
+        assert lookup.returncode != 0, f"{KUBERNETES_SERVICE_IP} is routable: {lookup.stdout}"
         error, seconds = _connect_error(KUBERNETES_SERVICE_IP, 443, timeout=5)
         assert error is not None and not isinstance(error, TimeoutError) and seconds < 1, (error, seconds)
 

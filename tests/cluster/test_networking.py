@@ -15,17 +15,32 @@ def _web(image: str) -> list[dict[str, object]]:
     labels = {"app": "web"}
     return [
         {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{
-                    "name": "main", "image": image, "imagePullPolicy": "Never", "args": ["serve", "8080"],
-                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-                }]},
-            }},
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "args": ["serve", "8080"],
+                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                            }
+                        ]
+                    },
+                },
+            },
         },
         {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
             "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
         },
     ]
@@ -39,8 +54,11 @@ def test_a_pod_resolves_a_service_name_and_reaches_its_cluster_ip(
     cluster_ip = kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
 
     kubectl.apply(run_pod("resolve", smoke_image, ["resolve", f"web.{namespace}.svc.cluster.local"]))
-    assert kubectl.pod_logs_after_success("resolve").split() == [f"web.{namespace}.svc.cluster.local", "->",
-                                                                  cluster_ip]
+    assert kubectl.pod_logs_after_success("resolve").split() == [
+        f"web.{namespace}.svc.cluster.local",
+        "->",
+        cluster_ip,
+    ]
     kubectl.apply(run_pod("client", smoke_image, ["get", "http://web/"]))  # short name: the search path
     assert kubectl.pod_logs_after_success("client").startswith("status=200 body=hello from web-")
 

@@ -15,14 +15,19 @@ POD_CIDR = ipaddress.ip_network("10.244.0.0/24")
 def _deployment(name: str, image: str, replicas: int) -> dict[str, object]:
     labels = {"app": name}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "terminationGracePeriodSeconds": 2,
-                "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never"}],
-            }},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never"}],
+                },
+            },
         },
     }
 
@@ -38,7 +43,9 @@ def _running(pod: dict[str, object]) -> bool:
     return status.get("phase") == "Running" and all("running" in c.get("state", {}) for c in statuses)
 
 
-def test_deployment_scales_from_0_to_3_to_1_with_pods_really_running(kubectl: Kubectl, pause_image: str) -> None:
+def test_deployment_scales_from_0_to_3_to_1_with_pods_really_running(
+    kubectl: Kubectl, pause_image: str
+) -> None:
     kubectl.apply(_deployment("scaler", pause_image, 0))
     assert _pods(kubectl, "app=scaler") == []
 
@@ -55,7 +62,9 @@ def test_deployment_scales_from_0_to_3_to_1_with_pods_really_running(kubectl: Ku
     assert _running(survivor)
 
 
-def test_pod_from_an_image_built_from_a_dockerfile_logs_its_output(kubectl: Kubectl, smoke_image: str) -> None:
+def test_pod_from_an_image_built_from_a_dockerfile_logs_its_output(
+    kubectl: Kubectl, smoke_image: str
+) -> None:
     kubectl.apply(run_pod("report", smoke_image, ["report"]))
     logs = kubectl.pod_logs_after_success("report")
     assert "flowkit-smoke python=3.11." in logs
@@ -89,11 +98,19 @@ def test_helm_install_of_a_small_chart_runs_its_pod(
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "KUBECONFIG": kubectl.kubeconfig}
     install = subprocess.run(
         [helm, "install", "demo", str(chart), "--namespace", namespace, "--wait", "--timeout", "90s"],
-        capture_output=True, text=True, env=env, timeout=150,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=150,
     )
     assert install.returncode == 0, install.stderr
     pods = _pods(kubectl, "app=demo-tiny")
     assert len(pods) == 1 and _running(pods[0])
-    status = subprocess.run([helm, "status", "demo", "--namespace", namespace, "-o", "json"],
-                            capture_output=True, text=True, env=env, check=True).stdout
+    status = subprocess.run(
+        [helm, "status", "demo", "--namespace", namespace, "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     assert '"status":"deployed"' in status.replace(" ", "")

@@ -26,10 +26,22 @@ from .pki import ADMIN, NODE_NAME
 from .sysctls import record_sysctls, restore_sysctls, set_bridge_sysctls
 
 NAME = "cluster"
-DEBIAN_PACKAGES = ("etcd-server", "containerd", "runc", "containernetworking-plugins", "iptables", "conntrack")
+DEBIAN_PACKAGES = (
+    "etcd-server",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "conntrack",
+)
 # Start order; `down` stops them in the order of _STOP_ORDER.
-DAEMONS = (*controlplane.DAEMONS, node.CONTAINERD, node.KUBELET_DAEMON, addons.KUBE_PROXY_DAEMON,
-           addons.COREDNS_DAEMON)
+DAEMONS = (
+    *controlplane.DAEMONS,
+    node.CONTAINERD,
+    node.KUBELET_DAEMON,
+    addons.KUBE_PROXY_DAEMON,
+    addons.COREDNS_DAEMON,
+)
 _NODE_READY_TIMEOUT = 120.0
 
 
@@ -69,9 +81,10 @@ def _start(ctx: Context, layout: Layout) -> None:
 
 def _node(ctx: Context, layout: Layout) -> dict[str, object] | None:
     try:
-        return json.loads(addons.kubectl(ctx, layout, "get", "node", NODE_NAME, "-o", "json"))
+        node_object = json.loads(addons.kubectl(ctx, layout, "get", "node", NODE_NAME, "-o", "json"))
     except (TestenvError, ValueError):
         return None
+    return node_object if isinstance(node_object, dict) else None
 
 
 def _node_ready_untainted(node_object: dict[str, object] | None) -> bool:
@@ -94,8 +107,11 @@ def _wait_for_node(ctx: Context, layout: Layout) -> None:
             if not daemon_alive(ctx, daemon):
                 raise TestenvError(f"{daemon} exited while waiting for the node", ctx.logfile(daemon))
         time.sleep(0.5)
-    raise TestenvError(f"node {NODE_NAME} not Ready and untainted after {_NODE_READY_TIMEOUT:.0f}s: "
-                       f"{json.dumps(_node(ctx, layout), indent=1)[-2000:]}", ctx.logfile(node.KUBELET_DAEMON))
+    raise TestenvError(
+        f"node {NODE_NAME} not Ready and untainted after {_NODE_READY_TIMEOUT:.0f}s: "
+        f"{json.dumps(_node(ctx, layout), indent=1)[-2000:]}",
+        ctx.logfile(node.KUBELET_DAEMON),
+    )
 
 
 def _healthy(ctx: Context, layout: Layout) -> bool:
@@ -115,14 +131,23 @@ def down(ctx: Context) -> None:
 def _teardown(ctx: Context, layout: Layout) -> None:
     problems: list[str] = []
     # Nothing may recreate pods while they go.
-    for daemon in (node.KUBELET_DAEMON, controlplane.SCHEDULER_DAEMON, controlplane.CONTROLLER_MANAGER_DAEMON):
+    for daemon in (
+        node.KUBELET_DAEMON,
+        controlplane.SCHEDULER_DAEMON,
+        controlplane.CONTROLLER_MANAGER_DAEMON,
+    ):
         stop_daemon(ctx, daemon)
     try:
         node.sweep_pods(ctx, layout)
     except TestenvError as exc:
         problems.append(str(exc))
     stop_daemon(ctx, node.CONTAINERD)
-    for daemon in (addons.COREDNS_DAEMON, addons.KUBE_PROXY_DAEMON, controlplane.APISERVER, controlplane.ETCD):
+    for daemon in (
+        addons.COREDNS_DAEMON,
+        addons.KUBE_PROXY_DAEMON,
+        controlplane.APISERVER,
+        controlplane.ETCD,
+    ):
         stop_daemon(ctx, daemon)
     addons.cleanup_kube_proxy(ctx)
     # Whatever a killed run (or a failed sweep) left: shims, pod processes, mounts, chains.
@@ -132,6 +157,7 @@ def _teardown(ctx: Context, layout: Layout) -> None:
         problems.append(f"still mounted: {left_mounted}")
     problems += sweep.remove_our_chains()
     node.remove_container_log_links(layout)
+    node.remove_empty_shim_socket_dir()
     problems += restore_sysctls(ctx)
     if not left_mounted:
         shutil.rmtree(layout.root, ignore_errors=True)
@@ -146,10 +172,13 @@ def status(ctx: Context) -> str:
     if not alive:
         return "down"
     if len(alive) < len(DAEMONS):
-        return f"PARTIAL: running {', '.join(alive)}; missing {', '.join(d for d in DAEMONS if d not in alive)}"
+        return (
+            f"PARTIAL: running {', '.join(alive)}; missing {', '.join(d for d in DAEMONS if d not in alive)}"
+        )
     ports = Ports.saved(ctx)
+    api = ports.apiserver_url if ports else "?"
     node_state = "Ready" if _node_ready_untainted(_node(ctx, layout)) else "NOT Ready"
-    return f"up: Kubernetes {K8S_VERSION} at {ports.apiserver_url if ports else '?'}, node {NODE_NAME} {node_state}"
+    return f"up: Kubernetes {K8S_VERSION} at {api}, node {NODE_NAME} {node_state}"
 
 
 def env(ctx: Context) -> dict[str, str]:

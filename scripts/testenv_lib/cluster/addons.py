@@ -26,8 +26,13 @@ _MANAGED_BY = "flowkit-testenv"
 
 def kubectl(ctx: Context, layout: Layout, *args: str, stdin: str | None = None) -> str:
     """The cluster's kubectl as admin; raises TestenvError with kubectl's message."""
-    proc = subprocess.run([str(k8s_bin(ctx, "kubectl")), f"--kubeconfig={layout.admin_kubeconfig}", *args],
-                          input=stdin, text=True, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [str(k8s_bin(ctx, "kubectl")), f"--kubeconfig={layout.admin_kubeconfig}", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
         raise TestenvError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -41,77 +46,135 @@ def bootstrap_objects() -> str:
     """RBAC for the API server's kubelet client and CoreDNS; the kube-dns Service."""
     return _list(
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
             "metadata": {"name": "flowkit:apiserver-kubelet-client"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:kubelet-api-admin"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                          "name": APISERVER_KUBELET_CLIENT.user}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "flowkit:coredns"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
-                 "verbs": ["list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": APISERVER_KUBELET_CLIENT.user,
+                }
             ],
         },
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
             "metadata": {"name": "flowkit:coredns"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "flowkit:coredns"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "flowkit:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "flowkit:coredns",
+            },
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": COREDNS.user}],
         },
         {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                         "labels": {"k8s-app": "kube-dns", "app.kubernetes.io/managed-by": _MANAGED_BY}},
-            "spec": {"clusterIP": DNS_SERVICE_IP, "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-            ]},
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "kube-dns", "app.kubernetes.io/managed-by": _MANAGED_BY},
+            },
+            "spec": {
+                "clusterIP": DNS_SERVICE_IP,
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                ],
+            },
         },
         {
             # No selector on the Service, so no controller writes its endpoints: this one
             # points at CoreDNS on the host.
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "kube-dns-host", "namespace": "kube-system",
-                         "labels": {"kubernetes.io/service-name": "kube-dns",
-                                    "endpointslice.kubernetes.io/managed-by": _MANAGED_BY}},
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kube-dns-host",
+                "namespace": "kube-system",
+                "labels": {
+                    "kubernetes.io/service-name": "kube-dns",
+                    "endpointslice.kubernetes.io/managed-by": _MANAGED_BY,
+                },
+            },
             "addressType": "IPv4",
             "endpoints": [{"addresses": [HOST_IP], "conditions": {"ready": True}}],
-            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                      {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+            ],
         },
     )
 
 
 def apply_bootstrap_objects(ctx: Context, layout: Layout) -> None:
-    kubectl(ctx, layout, "apply", "--server-side", "--field-manager", _MANAGED_BY, "-f", "-",
-            stdin=bootstrap_objects())
+    kubectl(
+        ctx,
+        layout,
+        "apply",
+        "--server-side",
+        "--field-manager",
+        _MANAGED_BY,
+        "-f",
+        "-",
+        stdin=bootstrap_objects(),
+    )
 
 
 # -- kube-proxy --------------------------------------------------------------------
 def start_kube_proxy(ctx: Context, layout: Layout, ports: Ports) -> None:
-    kubeconfig = layout.pki.kubeconfig(layout.config / "kube-proxy.kubeconfig", KUBE_PROXY, ports.apiserver_url)
-    start_daemon(ctx, KUBE_PROXY_DAEMON, [
-        str(k8s_bin(ctx, "kube-proxy")),
-        f"--kubeconfig={kubeconfig}",
-        "--proxy-mode=iptables",
-        f"--cluster-cidr={POD_CIDR}",
-        f"--hostname-override={NODE_NAME}",
-        # NodePorts on the node's address (HOST_IP) only, never the outside interface.
-        "--nodeport-addresses=primary",
-        f"--metrics-bind-address=127.0.0.1:{ports.kube_proxy_metrics}",
-        f"--healthz-bind-address=127.0.0.1:{ports.kube_proxy_healthz}",
-        # Leave the host's conntrack settings as they are.
-        "--conntrack-max-per-core=0",
-        "--conntrack-tcp-timeout-established=0",
-        "--conntrack-tcp-timeout-close-wait=0",
-    ])
-    wait_until(lambda: _http_ok(f"http://127.0.0.1:{ports.kube_proxy_healthz}/healthz"), 60, "kube-proxy",
-               ctx.logfile(KUBE_PROXY_DAEMON), KUBE_PROXY_DAEMON, ctx)
+    kubeconfig = layout.pki.kubeconfig(
+        layout.config / "kube-proxy.kubeconfig", KUBE_PROXY, ports.apiserver_url
+    )
+    start_daemon(
+        ctx,
+        KUBE_PROXY_DAEMON,
+        [
+            str(k8s_bin(ctx, "kube-proxy")),
+            f"--kubeconfig={kubeconfig}",
+            "--proxy-mode=iptables",
+            f"--cluster-cidr={POD_CIDR}",
+            f"--hostname-override={NODE_NAME}",
+            # NodePorts on the node's address (HOST_IP) only, never the outside interface.
+            "--nodeport-addresses=primary",
+            f"--metrics-bind-address=127.0.0.1:{ports.kube_proxy_metrics}",
+            f"--healthz-bind-address=127.0.0.1:{ports.kube_proxy_healthz}",
+            # Leave the host's conntrack settings as they are.
+            "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0",
+            "--conntrack-tcp-timeout-close-wait=0",
+        ],
+    )
+    wait_until(
+        lambda: _http_ok(f"http://127.0.0.1:{ports.kube_proxy_healthz}/healthz"),
+        60,
+        "kube-proxy",
+        ctx.logfile(KUBE_PROXY_DAEMON),
+        KUBE_PROXY_DAEMON,
+        ctx,
+    )
 
 
 def cleanup_kube_proxy(ctx: Context) -> None:
@@ -145,8 +208,14 @@ def start_coredns(ctx: Context, layout: Layout, ports: Ports) -> None:
     config = layout.config / "Corefile"
     config.write_text(corefile(layout, ports))
     start_daemon(ctx, COREDNS_DAEMON, [str(coredns_bin(ctx)), "-conf", str(config)])
-    wait_until(lambda: _http_ok(f"http://127.0.0.1:{ports.coredns_ready}/ready"), 60, "CoreDNS",
-               ctx.logfile(COREDNS_DAEMON), COREDNS_DAEMON, ctx)
+    wait_until(
+        lambda: _http_ok(f"http://127.0.0.1:{ports.coredns_ready}/ready"),
+        60,
+        "CoreDNS",
+        ctx.logfile(COREDNS_DAEMON),
+        COREDNS_DAEMON,
+        ctx,
+    )
 
 
 def _http_ok(url: str) -> bool:

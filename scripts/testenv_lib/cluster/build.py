@@ -103,8 +103,10 @@ def _build_wrapper_module(ctx: Context, kube_missing: bool) -> None:
     src = ctx.cache / "kubernetes" / K8S_VERSION / "src"
     src.mkdir(parents=True, exist_ok=True)
     if kube_missing:
-        say(f"building Kubernetes {K8S_VERSION} from the Go module proxy "
-            f"(~6 min and 3 GB of memory the first time; log: {log})")
+        say(
+            f"building Kubernetes {K8S_VERSION} from the Go module proxy "
+            f"(~6 min and 3 GB of memory the first time; log: {log})"
+        )
     upstream_mod = _download_module_gomod(go, "k8s.io/kubernetes", K8S_VERSION, src, env, log)
     (src / "go.mod").write_text(_wrapper_gomod(upstream_mod))
     (src / "tools.go").write_text(_tools_go())
@@ -113,28 +115,41 @@ def _build_wrapper_module(ctx: Context, kube_missing: bool) -> None:
     run([go, "mod", "tidy"], cwd=src, env=env, log=log)
 
     if kube_missing:
-        _go_build_into(go, src, env, log, k8s_bin_dir(ctx), [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS],
-                       _version_ldflags())
+        _go_build_into(
+            go,
+            src,
+            env,
+            log,
+            k8s_bin_dir(ctx),
+            [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS],
+            _version_ldflags(),
+        )
         say(f"Kubernetes {K8S_VERSION} binaries cached in {k8s_bin_dir(ctx)}")
     tools = local_bin(ctx, LOCAL_COMMANDS[0]).parent
     if not tools.exists():
         _go_build_into(go, src, env, log, tools, [f"./cmd/{c}" for c in LOCAL_COMMANDS], "-s -w")
 
 
-def _go_build_into(go: str, src: Path, env: dict[str, str], log: Path, target: Path, packages: list[str],
-                   ldflags: str) -> None:
+def _go_build_into(
+    go: str, src: Path, env: dict[str, str], log: Path, target: Path, packages: list[str], ldflags: str
+) -> None:
     """Build into a scratch directory, then rename: a cache directory is always complete."""
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial) + "/", *packages],
-        cwd=src, env=env, log=log)
+    run(
+        [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial) + "/", *packages],
+        cwd=src,
+        env=env,
+        log=log,
+    )
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
 
 
-def _download_module_gomod(go: str, module: str, version: str, cwd: Path, env: dict[str, str],
-                           log: Path) -> str:
+def _download_module_gomod(
+    go: str, module: str, version: str, cwd: Path, env: dict[str, str], log: Path
+) -> str:
     """Download `module@version` and return the text of its own go.mod."""
     if not (cwd / "go.mod").exists():
         (cwd / "go.mod").write_text("module flowkit.local/testenv-kubernetes\n")
@@ -189,16 +204,14 @@ def _build_coredns(ctx: Context) -> None:
     gobin = target.parent / "bin.partial"
     shutil.rmtree(gobin, ignore_errors=True)
     say(f"building CoreDNS {COREDNS_VERSION} from the Go module proxy (~2 min the first time)")
-    run([go, "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
-        env={**_go_env(ctx), "GOBIN": str(gobin), "GOFLAGS": "-buildvcs=false"}, log=log, cwd=ctx.cache)
+    run(
+        [go, "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
+        env={**_go_env(ctx), "GOBIN": str(gobin), "GOFLAGS": "-buildvcs=false"},
+        log=log,
+        cwd=ctx.cache,
+    )
     (gobin / "coredns").rename(target)
     shutil.rmtree(gobin, ignore_errors=True)
-
-
-def trim_go_caches(ctx: Context) -> None:
-    """Drop the Go build cache once every binary is cached: it is 4 GB, the binaries 0.5 GB."""
-    if all(k8s_bin(ctx, c).exists() for c in K8S_COMMANDS) and coredns_bin(ctx).exists():
-        shutil.rmtree(ctx.cache / "go" / "build", ignore_errors=True)
 
 
 if __name__ == "__main__":  # `python3 -m testenv_lib.cluster.build`: warm the cache alone

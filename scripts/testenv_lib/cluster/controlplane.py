@@ -7,6 +7,7 @@ points the `kubernetes` Service there and pods reach it with their ServiceAccoun
 
 from __future__ import annotations
 
+import functools
 import json
 import ssl
 import urllib.error
@@ -28,12 +29,29 @@ SERVICE_ACCOUNT_ISSUER = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
 def start_etcd(ctx: Context, layout: Layout, ports: Ports) -> None:
     client = f"http://127.0.0.1:{ports.etcd_client}"
     peer = f"http://127.0.0.1:{ports.etcd_peer}"
-    start_daemon(ctx, ETCD, [
-        "etcd", "--name", "flowkit", "--data-dir", str(layout.etcd_data),
-        "--listen-client-urls", client, "--advertise-client-urls", client,
-        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"flowkit={peer}", "--initial-cluster-state", "new",
-    ])
+    start_daemon(
+        ctx,
+        ETCD,
+        [
+            "etcd",
+            "--name",
+            "flowkit",
+            "--data-dir",
+            str(layout.etcd_data),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"flowkit={peer}",
+            "--initial-cluster-state",
+            "new",
+        ],
+    )
     wait_until(lambda: _etcd_healthy(ports), 30, "etcd", ctx.logfile(ETCD), ETCD, ctx)
 
 
@@ -47,25 +65,34 @@ def _etcd_healthy(ports: Ports) -> bool:
 
 def start_apiserver(ctx: Context, layout: Layout, ports: Ports) -> None:
     pki = layout.pki
-    start_daemon(ctx, APISERVER, [
-        str(k8s_bin(ctx, "kube-apiserver")),
-        f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-        f"--bind-address={HOST_IP}", f"--advertise-address={HOST_IP}", f"--secure-port={ports.apiserver}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        f"--tls-cert-file={pki.crt('apiserver')}", f"--tls-private-key-file={pki.key('apiserver')}",
-        f"--client-ca-file={pki.ca}",
-        "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-        "--anonymous-auth=false",
-        f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-        f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
-        f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
-        f"--kubelet-certificate-authority={pki.ca}",
-        "--kubelet-preferred-address-types=InternalIP",
-        "--allow-privileged=true",
-        "--profiling=false",
-        f"--cert-dir={layout.config / 'apiserver-certs'}",
-    ])
+    start_daemon(
+        ctx,
+        APISERVER,
+        [
+            str(k8s_bin(ctx, "kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+            f"--bind-address={HOST_IP}",
+            f"--advertise-address={HOST_IP}",
+            f"--secure-port={ports.apiserver}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--tls-cert-file={pki.crt('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}",
+            f"--client-ca-file={pki.ca}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--anonymous-auth=false",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={pki.ca}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={layout.config / 'apiserver-certs'}",
+        ],
+    )
     wait_until(lambda: api_ready(pki, ports), 60, "kube-apiserver", ctx.logfile(APISERVER), APISERVER, ctx)
 
 
@@ -86,28 +113,40 @@ def api_ready(pki: Pki, ports: Ports) -> bool:
 
 def start_controllers(ctx: Context, layout: Layout, ports: Ports) -> None:
     pki = layout.pki
-    cm_kubeconfig = pki.kubeconfig(layout.config / "controller-manager.kubeconfig", CONTROLLER_MANAGER,
-                                   ports.apiserver_url)
-    start_daemon(ctx, CONTROLLER_MANAGER_DAEMON, [
-        str(k8s_bin(ctx, "kube-controller-manager")),
-        *_component_flags(cm_kubeconfig, ports.controller_manager),
-        # Every default controller except nodeipam: the node's pod range is the CNI's.
-        "--controllers=*,-nodeipam",
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={pki.sa_key}",
-        f"--root-ca-file={pki.ca}",
-        f"--cluster-signing-cert-file={pki.ca}", f"--cluster-signing-key-file={pki.key('ca')}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        f"--cert-dir={layout.config / 'controller-manager-certs'}",
-    ])
+    cm_kubeconfig = pki.kubeconfig(
+        layout.config / "controller-manager.kubeconfig", CONTROLLER_MANAGER, ports.apiserver_url
+    )
+    start_daemon(
+        ctx,
+        CONTROLLER_MANAGER_DAEMON,
+        [
+            str(k8s_bin(ctx, "kube-controller-manager")),
+            *_component_flags(cm_kubeconfig, ports.controller_manager),
+            # Every default controller except nodeipam: the node's pod range is the CNI's.
+            "--controllers=*,-nodeipam",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca}",
+            f"--cluster-signing-cert-file={pki.ca}",
+            f"--cluster-signing-key-file={pki.key('ca')}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--cert-dir={layout.config / 'controller-manager-certs'}",
+        ],
+    )
     sched_kubeconfig = pki.kubeconfig(layout.config / "scheduler.kubeconfig", SCHEDULER, ports.apiserver_url)
-    start_daemon(ctx, SCHEDULER_DAEMON, [
-        str(k8s_bin(ctx, "kube-scheduler")),
-        *_component_flags(sched_kubeconfig, ports.scheduler),
-    ])
-    for name, port in ((CONTROLLER_MANAGER_DAEMON, ports.controller_manager),
-                       (SCHEDULER_DAEMON, ports.scheduler)):
-        wait_until(lambda port=port: _healthz_ok(port), 60, name, ctx.logfile(name), name, ctx)
+    start_daemon(
+        ctx,
+        SCHEDULER_DAEMON,
+        [
+            str(k8s_bin(ctx, "kube-scheduler")),
+            *_component_flags(sched_kubeconfig, ports.scheduler),
+        ],
+    )
+    for name, port in (
+        (CONTROLLER_MANAGER_DAEMON, ports.controller_manager),
+        (SCHEDULER_DAEMON, ports.scheduler),
+    ):
+        wait_until(functools.partial(_healthz_ok, port), 60, name, ctx.logfile(name), name, ctx)
 
 
 def _component_flags(kubeconfig: object, port: int) -> list[str]:

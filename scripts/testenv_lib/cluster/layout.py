@@ -73,10 +73,10 @@ class Layout:
 class Ports:
     etcd_client: int
     etcd_peer: int
-    apiserver: int          # on HOST_IP: the kubernetes Service's endpoint
+    apiserver: int  # on HOST_IP: the kubernetes Service's endpoint
     controller_manager: int
     scheduler: int
-    kubelet: int            # on HOST_IP: the API server dials it for logs/exec
+    kubelet: int  # on HOST_IP: the API server dials it for logs/exec
     kubelet_healthz: int
     kube_proxy_metrics: int
     kube_proxy_healthz: int

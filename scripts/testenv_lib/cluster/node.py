@@ -49,8 +49,8 @@ def containerd_config(layout: Layout, sandbox_image: str) -> str:
     c = layout.containerd
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
-root = "{c / 'root'}"
-state = "{c / 'state'}"
+root = "{c / "root"}"
+state = "{c / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -59,7 +59,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{layout.containerd_socket}"
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{c / 'opt'}"
+  path = "{c / "opt"}"
 
 [{cri}]
   sandbox_image = "{sandbox_image}"
@@ -80,7 +80,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
-  Root = "{c / 'runc'}"
+  Root = "{c / "runc"}"
 
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
@@ -128,11 +128,20 @@ def start_containerd(ctx: Context, layout: Layout) -> None:
     config = layout.config / "containerd.toml"
     config.write_text(containerd_config(layout, pause_image(ctx)))
     layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
-    (layout.cni_conf_dir / f"10-{CNI_NETWORK}.conflist").write_text(json.dumps(cni_conflist(layout), indent=2))
+    (layout.cni_conf_dir / f"10-{CNI_NETWORK}.conflist").write_text(
+        json.dumps(cni_conflist(layout), indent=2)
+    )
     start_daemon(ctx, CONTAINERD, ["containerd", "--config", str(config)])
-    wait_until(lambda: run(["ctr", "--address", str(layout.containerd_socket), "version"],
-                           check=False).returncode == 0,
-               30, "containerd", ctx.logfile(CONTAINERD), CONTAINERD, ctx)
+    wait_until(
+        lambda: (
+            run(["ctr", "--address", str(layout.containerd_socket), "version"], check=False).returncode == 0
+        ),
+        30,
+        "containerd",
+        ctx.logfile(CONTAINERD),
+        CONTAINERD,
+        ctx,
+    )
     _import_pause_image(ctx, layout)
 
 
@@ -157,7 +166,9 @@ def ensure_egress_guard() -> None:
     """Reject forwarded pod traffic to anything but the bridge itself (first in FORWARD)."""
     if not _iptables("-n", "-L", EGRESS_CHAIN, check=False):
         _iptables("-N", EGRESS_CHAIN)
-        _iptables("-A", EGRESS_CHAIN, "!", "-o", BRIDGE, "-j", "REJECT", "--reject-with", "icmp-net-unreachable")
+        _iptables(
+            "-A", EGRESS_CHAIN, "!", "-o", BRIDGE, "-j", "REJECT", "--reject-with", "icmp-net-unreachable"
+        )
     jump = ["FORWARD", "-i", BRIDGE, "-j", EGRESS_CHAIN]
     rules = run(["iptables", "-w", "-S", "FORWARD"]).stdout.splitlines()
     if len(rules) > 1 and rules[1] == "-A " + " ".join(jump):
@@ -198,8 +209,12 @@ def kubelet_config(layout: Layout, ports: Ports) -> dict[str, object]:
         "clusterDNS": [DNS_SERVICE_IP],
         "clusterDomain": CLUSTER_DOMAIN,
         # A busy developer disk must not taint the node with DiskPressure.
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                         "nodefs.inodesFree": "1%"},
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
@@ -214,24 +229,43 @@ def start_kubelet(ctx: Context, layout: Layout, ports: Ports) -> None:
     config.write_text(json.dumps(kubelet_config(layout, ports), indent=2))
     kubeconfig = layout.pki.kubeconfig(layout.config / "kubelet.kubeconfig", KUBELET, ports.apiserver_url)
     layout.kubelet_dir.mkdir(parents=True, exist_ok=True)
-    start_daemon(ctx, KUBELET_DAEMON, [
-        str(k8s_bin(ctx, "kubelet")),
-        f"--config={config}",
-        f"--kubeconfig={kubeconfig}",
-        f"--root-dir={layout.kubelet_dir}",
-        f"--hostname-override={NODE_NAME}",
-        f"--node-ip={HOST_IP}",
-    ])
+    start_daemon(
+        ctx,
+        KUBELET_DAEMON,
+        [
+            str(k8s_bin(ctx, "kubelet")),
+            f"--config={config}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={layout.kubelet_dir}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={HOST_IP}",
+        ],
+    )
 
 
 def sweep_pods(ctx: Context, layout: Layout) -> None:
     """Stop and remove every pod sandbox (CNI DEL for each) while containerd still runs."""
     if running_containerd_socket(ctx) is None:
         return
-    proc = run([str(local_bin(ctx, "crisweep")), f"unix://{layout.containerd_socket}"],
-               log=ctx.logfile("crisweep"), check=False, timeout=180)
+    proc = run(
+        [str(local_bin(ctx, "crisweep")), f"unix://{layout.containerd_socket}"],
+        log=ctx.logfile("crisweep"),
+        check=False,
+        timeout=180,
+    )
     if proc.returncode != 0:
         raise TestenvError("could not remove every pod sandbox", ctx.logfile("crisweep"))
+
+
+def remove_empty_shim_socket_dir() -> None:
+    """containerd's shims keep their sockets in /run/containerd/s whatever the config says;
+    once they are gone, remove the (then empty) directories unless a system containerd
+    still uses them."""
+    for directory in (Path("/run/containerd/s"), Path("/run/containerd")):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def remove_container_log_links(layout: Layout) -> None:
@@ -245,5 +279,3 @@ def remove_container_log_links(layout: Layout) -> None:
                 link.unlink()
         except OSError:
             pass
-
-

@@ -81,42 +81,83 @@ class Pki:
         if not self.ca.exists():
             self._make_ca()
         self._make_leaf("apiserver", "kube-apiserver", (), "serverAuth", APISERVER_SANS)
-        self._make_leaf("kubelet-serving", f"system:node:{NODE_NAME}", ("system:nodes",), "serverAuth",
-                        (f"IP:{HOST_IP}", f"DNS:{NODE_NAME}"))
+        self._make_leaf(
+            "kubelet-serving",
+            f"system:node:{NODE_NAME}",
+            ("system:nodes",),
+            "serverAuth",
+            (f"IP:{HOST_IP}", f"DNS:{NODE_NAME}"),
+        )
         for identity in CLIENTS:
             self._make_leaf(identity.stem, identity.user, identity.groups, "clientAuth", ())
         if not self.sa_key.exists():
-            self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                          "-out", str(self.sa_key))
+            self._openssl(
+                "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(self.sa_key)
+            )
             self._openssl("pkey", "-in", str(self.sa_key), "-pubout", "-out", str(self.sa_pub))
 
     def _make_ca(self) -> None:
         self._openssl(
-            "req", "-x509", "-new", *self._new_key("ca"), "-out", str(self.ca), "-days", _DAYS,
-            "-subj", "/CN=flowkit-testenv-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "req",
+            "-x509",
+            "-new",
+            *self._new_key("ca"),
+            "-out",
+            str(self.ca),
+            "-days",
+            _DAYS,
+            "-subj",
+            "/CN=flowkit-testenv-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         )
 
-    def _make_leaf(self, stem: str, cn: str, groups: tuple[str, ...], usage: str,
-                   sans: tuple[str, ...]) -> None:
+    def _make_leaf(
+        self, stem: str, cn: str, groups: tuple[str, ...], usage: str, sans: tuple[str, ...]
+    ) -> None:
         if self.crt(stem).exists() and self.key(stem).exists():
             return
         subject = "".join(f"/O={g}" for g in groups) + f"/CN={cn}"
         extensions = [
-            "-addext", "basicConstraints=critical,CA:FALSE",
-            "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-            "-addext", f"extendedKeyUsage={usage}",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "-addext",
+            f"extendedKeyUsage={usage}",
         ]
         if sans:
             extensions += ["-addext", "subjectAltName=" + ",".join(sans)]
         self._openssl(
-            "req", "-x509", "-new", *self._new_key(stem), "-out", str(self.crt(stem)), "-days", _DAYS,
-            "-subj", subject, "-CA", str(self.ca), "-CAkey", str(self.key("ca")), *extensions,
+            "req",
+            "-x509",
+            "-new",
+            *self._new_key(stem),
+            "-out",
+            str(self.crt(stem)),
+            "-days",
+            _DAYS,
+            "-subj",
+            subject,
+            "-CA",
+            str(self.ca),
+            "-CAkey",
+            str(self.key("ca")),
+            *extensions,
         )
 
     def _new_key(self, stem: str) -> list[str]:
-        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(self.key(stem))]
+        return [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(self.key(stem)),
+        ]
 
     def _openssl(self, *args: str) -> None:
         proc = run(["openssl", *args], check=False)
@@ -125,8 +166,15 @@ class Pki:
 
     def kubeconfig(self, path: Path, identity: Identity, server: str) -> Path:
         """A self-contained kubeconfig (certificates embedded) for `identity`."""
-        path.write_text(render_kubeconfig(server, self.ca.read_bytes(), self.crt(identity.stem).read_bytes(),
-                                          self.key(identity.stem).read_bytes(), identity.user))
+        path.write_text(
+            render_kubeconfig(
+                server,
+                self.ca.read_bytes(),
+                self.crt(identity.stem).read_bytes(),
+                self.key(identity.stem).read_bytes(),
+                identity.user,
+            )
+        )
         path.chmod(0o600)
         return path
 

@@ -7,6 +7,7 @@ is cleaned up by the next one. Everything is found by our own directory or names
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -70,10 +71,8 @@ def kill_processes_of(root: Path, timeout: float = 10.0) -> None:
 
 
 def _kill(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 # -- mounts ----------------------------------------------------------------------
@@ -81,8 +80,8 @@ def _unescape(path: str) -> str:
     # /proc/*/mountinfo escapes space, tab, newline and backslash as \ooo.
     out, i = [], 0
     while i < len(path):
-        if path[i] == "\\" and path[i + 1:i + 4].isdigit() and len(path[i + 1:i + 4]) == 3:
-            out.append(chr(int(path[i + 1:i + 4], 8)))
+        if path[i] == "\\" and path[i + 1 : i + 4].isdigit() and len(path[i + 1 : i + 4]) == 3:
+            out.append(chr(int(path[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(path[i])
@@ -166,6 +165,9 @@ def our_chains() -> list[str]:
     for save in ("iptables-save", "ip6tables-save"):
         for table in _TABLES:
             dump = run([save, "-t", table], check=False).stdout
-            found += [f"{save.split('-')[0]}/{table}/{line[1:].split()[0]}"
-                      for line in dump.splitlines() if line.startswith(":") and _is_ours(line[1:].split()[0])]
+            found += [
+                f"{save.split('-')[0]}/{table}/{line[1:].split()[0]}"
+                for line in dump.splitlines()
+                if line.startswith(":") and _is_ours(line[1:].split()[0])
+            ]
     return found
