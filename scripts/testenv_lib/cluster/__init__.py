@@ -18,7 +18,15 @@ import shutil
 import time
 
 from .. import network
-from ..common import Context, TestenvError, daemon_alive, ensure_debian_packages, say, stop_daemon
+from ..common import (
+    Context,
+    TestenvError,
+    daemon_alive,
+    ensure_debian_packages,
+    link_bin,
+    say,
+    stop_daemon,
+)
 from . import addons, controlplane, node, sweep
 from .build import K8S_VERSION, ensure_binaries, k8s_bin
 from .layout import Layout, Ports
@@ -34,7 +42,7 @@ DEBIAN_PACKAGES = (
     "iptables",
     "conntrack",
 )
-# Start order; `down` stops them in the order of _STOP_ORDER.
+# In start order; `_teardown` has its own order (what may recreate pods goes first).
 DAEMONS = (
     *controlplane.DAEMONS,
     node.CONTAINERD,
@@ -49,6 +57,7 @@ def up(ctx: Context) -> None:
     network.ensure(ctx)  # the bridge and blackhole routes come before anything can dial them
     ensure_debian_packages(ctx, DEBIAN_PACKAGES, "the test cluster")
     ensure_binaries(ctx)
+    link_bin(ctx, "kubectl", k8s_bin(ctx, "kubectl"))
     layout = Layout.of(ctx)
     if _healthy(ctx, layout):
         say("cluster already running")

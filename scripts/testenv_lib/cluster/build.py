@@ -91,7 +91,7 @@ def _go_env(ctx: Context) -> dict[str, str]:
 
 
 def _require_go(ctx: Context, gib: float, what: str) -> str:
-    go = require_tool("go", "install Go 1.25 or newer (https://go.dev/dl, or Debian's golang-go)")
+    go = require_tool("go", "install Go 1.26 or newer (the `go` line of Kubernetes' go.mod)")
     require_disk(ctx.cache, gib, what)
     return go
 

@@ -64,10 +64,6 @@ class Layout:
     def admin_kubeconfig(self) -> Path:
         return self.root / "admin.kubeconfig"
 
-    def data_dirs(self) -> list[Path]:
-        """Per-run state wiped at `down` (certificates and configs are re-made at `up`)."""
-        return [self.root]
-
 
 @dataclass(frozen=True)
 class Ports:
