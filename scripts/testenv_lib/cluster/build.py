@@ -75,13 +75,19 @@ def ensure_binaries(ctx: Context) -> None:
             _build_wrapper_module(ctx, kube_missing=_missing(kube))
         if not coredns_bin(ctx).exists():
             _build_coredns(ctx)
+        shutil.rmtree(_go_build_cache(ctx), ignore_errors=True)
+
+
+def _go_build_cache(ctx: Context) -> Path:
+    """Our own Go build cache (5 GB for Kubernetes), dropped once the binaries are cached."""
+    return ctx.cache / "go" / "build-cluster"
 
 
 def _go_env(ctx: Context) -> dict[str, str]:
     go = ctx.cache / "go"
     return {
-        "GOMODCACHE": str(go / "mod"),
-        "GOCACHE": str(go / "build"),
+        "GOMODCACHE": str(go / "mod"),  # shared with FerretDB's build
+        "GOCACHE": str(_go_build_cache(ctx)),
         "GOPATH": str(go / "path"),
         # Never fetch another toolchain: the installed Go must be new enough.
         "GOTOOLCHAIN": "local",
