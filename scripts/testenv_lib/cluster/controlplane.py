@@ -16,7 +16,7 @@ import urllib.request
 from ..common import HOST_IP, SERVICE_CIDR, Context, start_daemon, wait_until
 from .build import k8s_bin
 from .layout import Layout, Ports
-from .pki import ADMIN, CLUSTER_DOMAIN, CONTROLLER_MANAGER, SCHEDULER, Pki
+from .pki import ADMIN, CLUSTER_DOMAIN, CONTROLLER_MANAGER, FRONT_PROXY_CLIENT, SCHEDULER, Pki
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
@@ -88,6 +88,15 @@ def start_apiserver(ctx: Context, layout: Layout, ports: Ports) -> None:
             f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
             f"--kubelet-certificate-authority={pki.ca}",
             "--kubelet-preferred-address-types=InternalIP",
+            # Request-header authentication (the aggregation layer): without it the
+            # controllers keep logging a missing client-ca in extension-apiserver-authentication.
+            f"--requestheader-client-ca-file={pki.ca}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT.user}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.crt(FRONT_PROXY_CLIENT.stem)}",
+            f"--proxy-client-key-file={pki.key(FRONT_PROXY_CLIENT.stem)}",
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={layout.config / 'apiserver-certs'}",

@@ -35,7 +35,18 @@ KUBELET = Identity("kubelet-client", f"system:node:{NODE_NAME}", ("system:nodes"
 KUBE_PROXY = Identity("kube-proxy", "system:kube-proxy")
 COREDNS = Identity("coredns", "flowkit:coredns")
 APISERVER_KUBELET_CLIENT = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client")
-CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KUBELET, KUBE_PROXY, COREDNS, APISERVER_KUBELET_CLIENT)
+# The aggregation layer's proxy client: the only name trusted to assert X-Remote-User.
+FRONT_PROXY_CLIENT = Identity("front-proxy-client", "front-proxy-client")
+CLIENTS = (
+    ADMIN,
+    CONTROLLER_MANAGER,
+    SCHEDULER,
+    KUBELET,
+    KUBE_PROXY,
+    COREDNS,
+    APISERVER_KUBELET_CLIENT,
+    FRONT_PROXY_CLIENT,
+)
 
 APISERVER_SANS = (
     f"IP:{HOST_IP}",
