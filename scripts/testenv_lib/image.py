@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import Context, TestenvError, ensure_debian_packages, require_disk, run, say
+from .common import Context, TestenvError, cache_lock, ensure_debian_packages, require_disk, run, say
 
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
@@ -92,6 +92,21 @@ def ensure_base_archive(ctx: Context) -> Path:
     if archive.exists():
         return archive
     ensure_debian_packages(ctx, _BUILD_PACKAGES, "building images without Docker")
+    with cache_lock(ctx, "base-image"):
+        if not archive.exists():
+            _remove_stale_bootstraps(archive.parent)
+            _bootstrap_base(ctx, archive)
+    return archive
+
+
+def _remove_stale_bootstraps(images: Path) -> None:
+    """A killed bootstrap leaves its root (maybe with /proc mounted in it) behind."""
+    for stale in images.glob("bootstrap-*"):
+        _unmount_under(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _bootstrap_base(ctx: Context, archive: Path) -> None:
     require_disk(ctx.cache, 2.0, "bootstrapping the base image")
     log = ctx.logfile("image-base")
     say(
@@ -128,7 +143,6 @@ def ensure_base_archive(ctx: Context) -> Path:
             },
         )
     say(f"base image cached: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
-    return archive
 
 
 def _slim_rootfs(rootfs: Path) -> None:
@@ -194,30 +208,30 @@ def build(ctx: Context, dockerfile: str, tag: str) -> None:
     ensure_debian_packages(ctx, _BUILD_PACKAGES, "building images without Docker")
     containerd_socket_or_fail(ctx)
     log = ctx.logfile("image-build")
-    _ensure_base_in_buildah(ctx, log)
+    with cache_lock(ctx, "buildah"):
+        _remove_buildah_leftovers(ctx, log)
+        _ensure_base_in_buildah(ctx, log)
+        archive = _build_to_archive(ctx, path, tag, log)
+    load(ctx, str(archive))
+    archive.unlink(missing_ok=True)
+
+
+def _remove_buildah_leftovers(ctx: Context, log: Path) -> None:
+    """A killed build leaves mounts and working containers in buildah's storage."""
+    _unmount_under(ctx.cache / "buildah")
+    run(["buildah", *_storage_flags(ctx), "rm", "--all"], log=log, check=False)
+
+
+def _build_to_archive(ctx: Context, path: Path, tag: str, log: Path) -> Path:
     started = time.monotonic()
     say(f"building {tag} from {path} on {BASE_IMAGE} (log: {log})")
-    args = [
-        "bud",
-        "--isolation",
-        "chroot",
-        "--signature-policy",
-        str(_policy_file(ctx)),
-        "--build-arg",
-        f"BASE={BASE_IMAGE}",
-        "--pull-never",
-        "-t",
-        tag,
-        "-f",
-        str(path),
-    ]
+    policy = str(_policy_file(ctx))
+    args = ["bud", "--isolation", "chroot", "--signature-policy", policy, "--pull-never"]
+    args += ["--build-arg", f"BASE={BASE_IMAGE}", "-t", tag, "-f", str(path)]
     if HOST_CA_BUNDLE.exists():
-        args += [
-            "--build-arg",
-            f"PIP_CERT={HOST_CA_IN_BUILD}",
-            "--volume",
-            f"{HOST_CA_BUNDLE}:{HOST_CA_IN_BUILD}:ro",
-        ]
+        # For RUN steps only: a volume is not part of any layer.
+        args += ["--build-arg", f"PIP_CERT={HOST_CA_IN_BUILD}"]
+        args += ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_IN_BUILD}:ro"]
     try:
         _buildah(ctx, *args, str(path.parent), log=log)
     finally:
@@ -225,19 +239,10 @@ def build(ctx: Context, dockerfile: str, tag: str) -> None:
     archive = ctx.run / "images" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", tag) + ".tar")
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)
-    _buildah(
-        ctx,
-        "push",
-        "--signature-policy",
-        str(_policy_file(ctx)),
-        tag,
-        f"docker-archive:{archive}:{tag}",
-        log=log,
-    )
+    _buildah(ctx, "push", "--signature-policy", policy, tag, f"docker-archive:{archive}:{tag}", log=log)
     run(["buildah", *_storage_flags(ctx), "rmi", "--prune"], log=log, check=False)
     say(f"built {tag} in {time.monotonic() - started:.0f}s")
-    load(ctx, str(archive))
-    archive.unlink(missing_ok=True)
+    return archive
 
 
 # -- containerd ------------------------------------------------------------------------
