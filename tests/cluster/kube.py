@@ -45,6 +45,10 @@ class Kubectl:
     def json(self, *args: str) -> Any:
         return json.loads(self("get", *args, "-o", "json"))
 
+    def run_dry(self, *args: str) -> Any:
+        """A command's object as the API server would store it (`--dry-run=server`)."""
+        return json.loads(self(*args, "--dry-run=server", "-o", "json"))
+
     def apply(self, *objects: dict[str, Any]) -> None:
         self(
             "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})

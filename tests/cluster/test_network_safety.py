@@ -163,3 +163,16 @@ def test_with_the_cluster_down_pod_and_service_addresses_fail_locally(
         assert error is not None, f"{pod_ip}:80 accepted a connection with the cluster down"
     finally:
         _testenv("up", "cluster")
+
+
+def test_pods_never_pull_images_from_a_registry(kubectl: Kubectl) -> None:
+    # Images come from `scripts/testenv image build|load`; a pull would dial a registry
+    # off this machine. A server-side dry run goes through admission but creates nothing.
+    pod = kubectl.run_dry(
+        "run",
+        "puller",
+        "--image=registry.invalid/anything:1",
+        "--image-pull-policy=Always",
+        "--restart=Never",
+    )
+    assert [c["imagePullPolicy"] for c in pod["spec"]["containers"]] == ["Never"]

@@ -26,6 +26,7 @@ from ..common import (
     link_bin,
     say,
     stop_daemon,
+    wait_until,
 )
 from . import addons, controlplane, node, sweep
 from .build import K8S_VERSION, ensure_binaries, k8s_bin
@@ -86,6 +87,12 @@ def _start(ctx: Context, layout: Layout) -> None:
     node.ensure_egress_guard()  # kube-proxy prepends its own FORWARD rules: stay first
     addons.start_coredns(ctx, layout, ports)
     _wait_for_node(ctx, layout)
+    wait_until(
+        lambda: addons.pods_never_pull(ctx, layout),
+        30,
+        "the local-images-only admission policy",
+        ctx.logfile(controlplane.APISERVER),
+    )
 
 
 def _node(ctx: Context, layout: Layout) -> dict[str, object] | None:

@@ -43,8 +43,10 @@ def _list(*items: dict[str, object]) -> str:
 
 
 def bootstrap_objects() -> str:
-    """RBAC for the API server's kubelet client and CoreDNS; the kube-dns Service."""
+    """RBAC for the API server's kubelet client and CoreDNS; the kube-dns Service; the
+    local-images-only policy."""
     return _list(
+        *_local_images_only(),
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
@@ -127,6 +129,76 @@ def bootstrap_objects() -> str:
             ],
         },
     )
+
+
+# Every container of every pod gets `imagePullPolicy: Never`: images come from
+# `scripts/testenv image build|load` only, and a pod naming an image the node lacks
+# fails with ErrImageNeverPull instead of containerd dialling a registry off this machine.
+_NEVER_PULL = """
+Object{
+  spec: Object.spec{
+    containers: object.spec.containers.map(c,
+      Object.spec.containers{name: c.name, imagePullPolicy: "Never"}),
+    ?initContainers: has(object.spec.initContainers)
+      ? optional.of(object.spec.initContainers.map(c,
+          Object.spec.initContainers{name: c.name, imagePullPolicy: "Never"}))
+      : optional.none()
+  }
+}
+"""
+LOCAL_IMAGES_POLICY = "flowkit-local-images-only"
+
+
+def _local_images_only() -> list[dict[str, object]]:
+    admission = "admissionregistration.k8s.io/v1"
+    policy: dict[str, object] = {
+        "apiVersion": admission,
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": LOCAL_IMAGES_POLICY},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ]
+            },
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            "mutations": [
+                {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": _NEVER_PULL}}
+            ],
+        },
+    }
+    binding: dict[str, object] = {
+        "apiVersion": admission,
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": LOCAL_IMAGES_POLICY},
+        "spec": {"policyName": LOCAL_IMAGES_POLICY},
+    }
+    return [policy, binding]
+
+
+def pods_never_pull(ctx: Context, layout: Layout) -> bool:
+    """Whether the API server already applies the policy (a server-side dry run)."""
+    try:
+        policy = kubectl(
+            ctx,
+            layout,
+            "run",
+            "never-pull-check",
+            "--image=registry.invalid/check:1",
+            "--restart=Never",
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.spec.containers[0].imagePullPolicy}",
+        )
+    except TestenvError:
+        return False
+    return policy == "Never"
 
 
 def apply_bootstrap_objects(ctx: Context, layout: Layout) -> None:
