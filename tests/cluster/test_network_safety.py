@@ -7,15 +7,18 @@
   node's egress guard at once. The target here is a veth into a network namespace this
   test makes, inside the blackholed pod range: if the guard were missing, the packet
   would still stay on this machine.
+- Pods never pull images (nothing dials a registry).
 - With the cluster down (the network module still up), the service address and a former
   pod address fail locally, and nothing of the cluster is left: no process, mount or
-  iptables chain. That test stops and restarts the cluster, so it runs last.
+  iptables chain. And `up` recovers from a run killed without warning. These two stop
+  the cluster, so they run last.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -176,3 +179,43 @@ def test_pods_never_pull_images_from_a_registry(kubectl: Kubectl) -> None:
         "--restart=Never",
     )
     assert [c["imagePullPolicy"] for c in pod["spec"]["containers"]] == ["Never"]
+
+
+CLUSTER_DAEMONS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+)
+
+
+@pytest.mark.restarts_cluster
+def test_up_recovers_from_a_killed_run(
+    kubectl: Kubectl, admin_kubectl: Kubectl, cluster_env: dict[str, str], pause_image: str
+) -> None:
+    # A session's processes are killed without warning when it ends: every component
+    # and every containerd shim at once, leaving pods, mounts and iptables chains.
+    kubectl.apply(run_pod("orphan", pause_image, []))
+    kubectl.wait("pod/orphan", "condition=Ready")
+    root = _cluster_root(cluster_env)
+    pid_files = [root.parent / "pids" / f"{name}.pid" for name in CLUSTER_DAEMONS]
+    doomed = [int(p.read_text()) for p in pid_files]
+    doomed += [int(line.split(":")[0]) for line in _processes_using(root) if "containerd-shim" in line]
+    for pid in doomed:
+        os.kill(pid, signal.SIGKILL)
+
+    _testenv("up", "cluster")
+
+    assert not [pid for pid in doomed if Path(f"/proc/{pid}").exists()]
+    admin_kubectl.wait("node/flowkit-node", "condition=Ready", timeout=60)
+    admin_kubectl.wait("serviceaccount/default", "create", timeout=30)  # a fresh store
+    fresh = Kubectl(admin_kubectl.binary, admin_kubectl.kubeconfig, "default")
+    fresh.apply(run_pod("after-recovery", pause_image, []))
+    try:
+        fresh.wait("pod/after-recovery", "condition=Ready")
+    finally:
+        fresh("delete", "pod", "after-recovery", "--wait=false")
