@@ -121,7 +121,9 @@ def run(
     quiet = as_json and not person
     if not person:  # CI logs and pipes: keep log lines whole instead of 80 columns
         _stderr.width = max(_stderr.width, 120)
-    configure_logging(_stderr, logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    # Node failures are shown in the summary; the engine's own warnings about them would
+    # only repeat it, so they appear with -v.
+    configure_logging(_stderr, logging.INFO if verbose and not quiet else logging.ERROR)
     try:
         handlers = load_handlers(handlers_spec)
         task_params = parse_params(params)
