@@ -124,6 +124,7 @@ def run(
     # Node failures are shown in the summary; the engine's own warnings about them would
     # only repeat it, so they appear with -v.
     configure_logging(_stderr, logging.INFO if verbose and not quiet else logging.ERROR)
+    logging.getLogger("flowkit.cli").setLevel(logging.ERROR if quiet else logging.WARNING)
     try:
         handlers = load_handlers(handlers_spec)
         task_params = parse_params(params)

@@ -62,6 +62,7 @@ async def run_task(
             if interrupted or timed_out:
                 reason = "interrupted (Ctrl-C)" if interrupted else f"timed out after {timeout}s"
                 stop.clear()
+                log.warning("%s: cancelling task %s", reason, task_id)
                 await _cancel_and_wait(coordinator, task_id, reason, ended, stop)
             else:
                 await ended
