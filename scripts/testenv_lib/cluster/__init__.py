@@ -173,7 +173,7 @@ def _teardown(ctx: Context, layout: Layout) -> None:
         problems.append(f"still mounted: {left_mounted}")
     problems += sweep.remove_our_chains()
     node.remove_container_log_links(layout)
-    node.remove_empty_shim_socket_dir()
+    node.remove_stale_shim_sockets()
     problems += restore_sysctls(ctx)
     if not left_mounted:
         shutil.rmtree(layout.root, ignore_errors=True)

@@ -257,11 +257,23 @@ def sweep_pods(ctx: Context, layout: Layout) -> None:
         raise TestenvError("could not remove every pod sandbox", ctx.logfile("crisweep"))
 
 
-def remove_empty_shim_socket_dir() -> None:
-    """containerd's shims keep their sockets in /run/containerd/s whatever the config says;
-    once they are gone, remove the (then empty) directories unless a system containerd
-    still uses them."""
-    for directory in (Path("/run/containerd/s"), Path("/run/containerd")):
+def remove_stale_shim_sockets() -> None:
+    """containerd's shims keep their sockets in /run/containerd/s whatever the config
+    says, and a killed shim leaves its socket behind. Remove the sockets no process is
+    listening on (never a live shim's, ours or a system containerd's), then the
+    directories if that left them empty."""
+    shim_dir = Path("/run/containerd/s")
+    if not shim_dir.is_dir():
+        return
+    listening = {
+        line.split()[-1]
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+        if len(line.split()) >= 8
+    }
+    for socket_file in shim_dir.iterdir():
+        if socket_file.is_socket() and str(socket_file) not in listening:
+            socket_file.unlink(missing_ok=True)
+    for directory in (shim_dir, shim_dir.parent):
         try:
             directory.rmdir()
         except OSError:
