@@ -176,13 +176,24 @@ def run(
             out.write(f"\n$ {' '.join(argv)}\n")
             out.flush()
             proc = subprocess.run(
-                list(argv), cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                list(argv),
+                cwd=cwd,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
             )
     else:
         proc = subprocess.run(
-            list(argv), cwd=cwd, env=full_env, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
+            list(argv),
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
     if check and proc.returncode != 0:
         detail = "" if log is not None else f"\n{proc.stdout}{proc.stderr}"
@@ -217,7 +228,8 @@ def ensure_debian_packages(ctx: Context, packages: Sequence[str], why: str) -> N
         if run(install, log=log, env=env, check=False).returncode != 0:
             raise TestenvError(
                 f"could not install the Debian packages {' '.join(missing)} ({why}); "
-                f"try `apt-get update && apt-get install {' '.join(missing)}` by hand", log
+                f"try `apt-get update && apt-get install {' '.join(missing)}` by hand",
+                log,
             )
 
 
@@ -235,8 +247,14 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None,
-               pid_name: str | None = None, ctx: Context | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path | None = None,
+    pid_name: str | None = None,
+    ctx: Context | None = None,
+) -> None:
     """Poll `check` until true; fail early (with the log tail) if the daemon died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -264,8 +282,13 @@ def start_daemon(
     out.write(f"\n$ {' '.join(argv)}\n")
     out.flush()
     proc = subprocess.Popen(
-        list(argv), cwd=cwd, env={**os.environ, **(env or {})}, stdout=out,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        list(argv),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     ctx.pidfile(name).write_text(str(proc.pid))
     return proc.pid
