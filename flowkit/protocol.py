@@ -7,6 +7,7 @@ attempt that is no longer current, or a batch already counted, changes nothing.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from enum import StrEnum
@@ -41,8 +42,13 @@ class Kind(StrEnum):
     ANNOUNCE = "worker.announce"
 
 
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count()
+
+
 def new_id() -> str:
-    return secrets.token_hex(16)
+    """Unique across processes (a random per-process prefix) and cheap (a counter)."""
+    return f"{_ID_PREFIX}-{next(_id_counter):x}"
 
 
 class Envelope(BaseModel):

@@ -8,6 +8,18 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+def apply_fields(record: BaseModel, fields: dict[str, Any]) -> None:
+    """Set fields of a status record in place, on the hot path.
+
+    Values come from FlowKit itself, already of the right types, so pydantic's
+    per-attribute ``__setattr__`` machinery is skipped; unknown names still fail.
+    """
+    unknown = fields.keys() - type(record).model_fields.keys()
+    if unknown:
+        raise AttributeError(f"{type(record).__name__} has no field(s) {sorted(unknown)}")
+    record.__dict__.update(fields)
+
+
 class State(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -17,7 +17,7 @@ from ..errors import FlowKitError, HandlerError, TaskNotFound
 from ..graph import GraphSpec, validate_graph
 from ..metrics import add_metrics, numeric_metrics, sum_metrics
 from ..protocol import SIGNALS_TOPIC, STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic
-from ..states import NodeError, NodeStatus, State, TaskStatus
+from ..states import NodeError, NodeStatus, State, TaskStatus, apply_fields
 from ..store.base import Store
 from ..wiring import resolve_backends
 from .functions import FunctionContext, call_function
@@ -394,9 +394,7 @@ class Coordinator:
     # -- persistence (the live view and the store move together) ----------------------
 
     async def _update_node(self, run: _TaskRun, node_id: str, fields: dict[str, Any]) -> None:
-        node = run.status.nodes[node_id]
-        for name, value in fields.items():
-            setattr(node, name, value)
+        apply_fields(run.status.nodes[node_id], fields)
         await self.store.update_node(run.status.task_id, node_id, fields)
 
     async def _update_task(self, run: _TaskRun, fields: dict[str, Any]) -> None:

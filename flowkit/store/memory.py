@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TaskNotFound
-from ..states import State, TaskStatus
+from ..states import State, TaskStatus, apply_fields
 from .base import Artifact
 
 
@@ -58,15 +58,12 @@ class MemoryStore:
 
     async def update_task(self, task_id: str, fields: dict[str, Any]) -> None:
         entry = self._entry(task_id)
-        for name, value in fields.items():
-            setattr(entry.status, name, value)
+        apply_fields(entry.status, fields)
         self._bump(entry)
 
     async def update_node(self, task_id: str, node_id: str, fields: dict[str, Any]) -> None:
         entry = self._entry(task_id)
-        node = entry.status.nodes[node_id]
-        for name, value in fields.items():
-            setattr(node, name, value)
+        apply_fields(entry.status.nodes[node_id], fields)
         self._bump(entry)
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
