@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ class NodeRun:
         inline = self.io.get("input_inline") or {}
         name = inline.get("input_adapter") if isinstance(inline, dict) else None
         if name is None:
-            return self.handler.iter_batches(self.io)
+            return _as_async_iterator(self.handler.iter_batches(self.io), type(self.handler).__name__)
         args = inline.get("input_args", {})
         if name not in ADAPTERS:
             raise InputAdapterError("bad_input_adapter", f"unknown input adapter '{name}'")
@@ -100,6 +101,12 @@ class NodeRun:
         async for batch in self._batches():
             if ctx.cancel_flag.is_set():
                 raise asyncio.CancelledError
+            if not isinstance(batch, Batch):
+                raise HandlerError(
+                    "bad_batch",
+                    f"iter_batches must yield Batch(batch_uid=..., payload=...), got {type(batch).__name__}",
+                    permanent=True,
+                )
             uid = str(batch.batch_uid)
             if uid in seen or uid in done:
                 ctx.skipped_count += 1  # a repeated or already counted batch counts once
@@ -108,6 +115,12 @@ class NodeRun:
             result = await self.handler.process_batch(batch, ctx)
             if result is None:
                 result = BatchResult()
+            elif not isinstance(result, BatchResult):
+                raise HandlerError(
+                    "bad_batch_result",
+                    f"process_batch must return BatchResult(...) or None, got {type(result).__name__}",
+                    permanent=True,
+                )
             if not result.success:
                 raise HandlerError(
                     result.reason_code or "batch_failed",
@@ -140,3 +153,23 @@ class NodeRun:
             "permanent" if permanent else "transient",
         )
         return NodeError(code=str(code), message=str(exc) or type(exc).__name__, permanent=bool(permanent))
+
+
+async def _as_async_iterator(batches: Any, handler: str) -> AsyncIterator[Batch]:
+    """``iter_batches`` is meant to be an async generator; a plain iterable (returned, or
+    returned by a coroutine) works too."""
+    if inspect.iscoroutine(batches):
+        batches = await batches
+    if hasattr(batches, "__aiter__"):
+        async for batch in batches:
+            yield batch
+    elif hasattr(batches, "__iter__") and not isinstance(batches, str | bytes | dict):
+        for batch in batches:
+            yield batch
+    else:
+        raise HandlerError(
+            "bad_iter_batches",
+            f"{handler}.iter_batches must be an async generator (or return an iterable of Batch), "
+            f"got {type(batches).__name__}",
+            permanent=True,
+        )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from engine_support import Recorder, Source
 
 from flowkit import LocalRuntime
 from flowkit.states import State, TaskStatus
+from flowkit.testing import run_graph
 from flowkit.worker.handlers.base import Batch, BatchResult, FinalizeResult, Handler, RunContext
 
 
@@ -283,3 +285,48 @@ async def test_retry_resumes_from_the_checkpoint_without_reprocessing() -> None:
     assert handler.processed == [(1, "b0"), (1, "b1"), (2, "b2"), (2, "b3")]
     assert status.nodes["n"].batches == 4
     assert status.nodes["n"].metrics == {"items": 40}
+
+
+class _ListBatches(Handler):
+    """iter_batches written as a plain method returning a list (not an async generator)."""
+
+    def iter_batches(self, input_data: dict[str, Any]) -> Any:  # type: ignore[override]
+        return [Batch(batch_uid=f"b{i}", payload=i) for i in range(3)]
+
+    async def process_batch(self, batch: Batch, ctx: RunContext) -> BatchResult:
+        return BatchResult(metrics={"n": batch.payload})
+
+
+class _YieldsDicts(Handler):
+    async def iter_batches(self, input_data: dict[str, Any]) -> AsyncIterator[Any]:
+        yield {"batch_uid": "b0", "payload": 1}
+
+    async def process_batch(self, batch: Batch, ctx: RunContext) -> BatchResult:
+        raise AssertionError("never called")
+
+
+class _ReturnsDict(Handler):
+    async def process_batch(self, batch: Batch, ctx: RunContext) -> Any:
+        return {"success": True}
+
+
+async def test_iter_batches_may_return_a_plain_iterable() -> None:
+    result = await run_graph({"nodes": [{"node_id": "a", "type": "r"}]}, {"r": _ListBatches()})
+    assert result.finished
+    assert result.node("a").batches == 3
+    assert result.metrics("a") == {"n": 0 + 1 + 2}
+
+
+@pytest.mark.parametrize(
+    ("handler", "code"), [(_YieldsDicts(), "bad_batch"), (_ReturnsDict(), "bad_batch_result")]
+)
+async def test_a_handler_breaking_the_batch_contract_fails_permanently_with_a_clear_code(
+    handler: Handler, code: str
+) -> None:
+    graph = {"nodes": [{"node_id": "a", "type": "r", "retry_policy": {"max": 3}}]}
+    result = await run_graph(graph, {"r": handler})
+    node = result.node("a")
+    assert node.status == State.FAILED
+    assert node.attempts == 1  # permanent: not retried
+    assert node.error is not None and node.error.code == code
+    assert "Batch" in node.error.message
