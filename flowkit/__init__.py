@@ -9,7 +9,15 @@ Embedded (no servers)::
 from .config import CoordinatorConfig, WorkerConfig
 from .coordinator import Coordinator, FunctionContext, coordinator_function
 from .embedded import LocalRuntime
-from .errors import ConfigError, FlowKitError, GraphError, GraphProblem, HandlerError, TaskNotFound
+from .errors import (
+    ConfigError,
+    FlowKitError,
+    GraphError,
+    GraphProblem,
+    HandlerError,
+    NodeNotFound,
+    TaskNotFound,
+)
 from .graph import GraphSpec, NodeSpec, load_graph_file, validate_graph
 from .states import NodeStatus, State, TaskStatus
 from .worker import (
@@ -41,6 +49,7 @@ __all__ = [
     "Handler",
     "HandlerError",
     "LocalRuntime",
+    "NodeNotFound",
     "NodeSpec",
     "NodeStatus",
     "RoleHandler",

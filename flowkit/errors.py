@@ -87,3 +87,10 @@ class UpstreamFailed(HandlerError):
 
     def __init__(self, message: str) -> None:
         super().__init__("upstream_failed", message, permanent=True)
+
+
+class NodeNotFound(FlowKitError):
+    def __init__(self, task_id: str, node_id: str) -> None:
+        self.task_id = task_id
+        self.node_id = node_id
+        super().__init__(f"task '{task_id}' has no node '{node_id}'")

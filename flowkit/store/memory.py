@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TaskNotFound
+from ..errors import NodeNotFound, TaskNotFound
 from ..states import State, TaskStatus, apply_fields
 from .base import Artifact
 
@@ -63,7 +63,10 @@ class MemoryStore:
 
     async def update_node(self, task_id: str, node_id: str, fields: dict[str, Any]) -> None:
         entry = self._entry(task_id)
-        apply_fields(entry.status.nodes[node_id], fields)
+        node = entry.status.nodes.get(node_id)
+        if node is None:
+            raise NodeNotFound(task_id, node_id)
+        apply_fields(node, fields)
         self._bump(entry)
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
@@ -83,9 +86,11 @@ class MemoryStore:
         stream = entry.streams.setdefault(node_id, _Stream())
         existing = stream.by_uid.get(batch_uid)
         if existing is not None:  # a re-run rewrites its batch in place: still one artifact
-            existing.meta = meta
+            # Replaced, never mutated: artifacts already handed out stay as they were read.
+            rewritten = existing.model_copy(update={"meta": meta})
+            stream.artifacts[existing.seq - 1] = stream.by_uid[batch_uid] = rewritten
             self._bump(entry)
-            return existing
+            return rewritten
         artifact = Artifact(
             task_id=task_id, node_id=node_id, batch_uid=batch_uid, meta=meta, seq=len(stream.artifacts) + 1
         )
@@ -96,8 +101,10 @@ class MemoryStore:
 
     async def complete_artifacts(self, task_id: str, node_id: str) -> None:
         entry = self._entry(task_id)
-        for artifact in entry.streams.get(node_id, _Stream()).artifacts:
-            artifact.status = "complete"
+        stream = entry.streams.get(node_id, _Stream())
+        for i, artifact in enumerate(stream.artifacts):
+            done = artifact.model_copy(update={"status": "complete"})
+            stream.artifacts[i] = stream.by_uid[artifact.batch_uid] = done
         self._bump(entry)
 
     async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]:

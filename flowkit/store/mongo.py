@@ -1,0 +1,341 @@
+"""The MongoDB store: pymongo's async client (``AsyncMongoClient``) or a motor database.
+
+Collections (names in :data:`COLLECTIONS`):
+
+- ``flowkit_tasks``: one document per task, ``_id`` = task id, the graph in ``graph``
+  and the nodes as a sub-document keyed by node id, so ``update_node`` is one
+  ``update_one`` with a dotted ``$set`` of ``nodes.<id>.<field>``;
+- ``flowkit_artifacts``: one document per (task, node, batch uid), unique, with a
+  ``seq`` unique per node that never changes once given and has no gaps;
+- ``flowkit_seq``: per node, the last ``seq`` given (a hint; the unique index decides);
+- ``flowkit_batches``: one document per counted batch, unique per (task, node, batch
+  uid): the first insert wins;
+- ``flowkit_checkpoints``: one document per (task, node).
+
+Only single-document operations (conditional where races matter): FerretDB, the
+MongoDB-protocol server the tests use, has no multi-document transactions and no
+change streams. Keys MongoDB cannot store (containing ``.``, starting with ``$``) are
+percent-encoded in every stored mapping and decoded on read, so any node id, metric
+name or user key round-trips.
+
+MongoDB cannot notify this process of other processes' writes: :meth:`version` counts
+this process's own writes, and :meth:`wait_changed` returns at such a write or after
+``timeout``. Readers of other processes' writes (the artifact feed) therefore poll,
+every ``poll_ms``.
+
+Example::
+
+    from pymongo import AsyncMongoClient
+
+    store = MongoStore(AsyncMongoClient("mongodb://mongo:27017")["flowkit"])
+    await store.ensure_indexes()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import defaultdict
+from functools import cache
+from typing import Any
+
+from bson import ObjectId
+from pydantic import TypeAdapter
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from ..errors import NodeNotFound, TaskNotFound
+from ..states import NodeStatus, State, TaskStatus
+from .base import Artifact
+
+TASKS = "flowkit_tasks"
+ARTIFACTS = "flowkit_artifacts"
+SEQUENCES = "flowkit_seq"
+BATCHES = "flowkit_batches"
+CHECKPOINTS = "flowkit_checkpoints"
+COLLECTIONS = (TASKS, ARTIFACTS, SEQUENCES, BATCHES, CHECKPOINTS)
+
+_NO_ID = {"_id": 0}
+
+
+# -- keys MongoDB refuses ------------------------------------------------------------
+
+
+def encode_key(key: str) -> str:
+    """``%`` → ``%25``, ``.`` → ``%2E``, a leading ``$`` → ``%24``: a key MongoDB accepts."""
+    key = key.replace("%", "%25").replace(".", "%2E")
+    return "%24" + key[1:] if key.startswith("$") else key
+
+
+def decode_key(key: str) -> str:
+    if "%" not in key:
+        return key
+    return key.replace("%24", "$").replace("%2E", ".").replace("%25", "%")
+
+
+def encode_keys(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like) with every mapping key encoded."""
+    if isinstance(value, dict):
+        return {encode_key(str(k)): encode_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_keys(v) for v in value]
+    return value
+
+
+def decode_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {decode_key(k): decode_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_keys(v) for v in value]
+    return value
+
+
+@cache
+def _field_adapter(model: type[TaskStatus] | type[NodeStatus], name: str) -> TypeAdapter[Any]:
+    info = model.model_fields.get(name)
+    if info is None or info.annotation is None or name in ("task_id", "node_id"):
+        raise AttributeError(f"{model.__name__} has no updatable field '{name}'")
+    return TypeAdapter(info.annotation)
+
+
+def _dump_fields(model: type[TaskStatus] | type[NodeStatus], fields: dict[str, Any]) -> dict[str, Any]:
+    """Validate each field as the model declares it and dump it as stored (JSON-like)."""
+    out = {}
+    for name, value in fields.items():
+        adapter = _field_adapter(model, name)
+        out[name] = encode_keys(adapter.dump_python(adapter.validate_python(value), mode="json"))
+    return out
+
+
+def _task_from_doc(doc: dict[str, Any]) -> TaskStatus:
+    doc = decode_keys({k: v for k, v in doc.items() if k not in ("_id", "graph", "order")})
+    return TaskStatus.model_validate(doc)
+
+
+def _artifact_from_doc(doc: dict[str, Any]) -> Artifact:
+    # No projection on find_one_and_update: FerretDB 1.24 does not implement it there.
+    doc = {k: v for k, v in doc.items() if k != "_id"}
+    return Artifact.model_validate({**doc, "meta": decode_keys(doc.get("meta", {}))})
+
+
+class MongoStore:
+    """The :class:`~flowkit.store.base.Store` on MongoDB (or FerretDB).
+
+    ``db`` is a ``pymongo.AsyncMongoClient`` database or a motor
+    ``AsyncIOMotorDatabase``: both have the same method names. Indexes are created by
+    :meth:`ensure_indexes` (idempotent), or before the first write otherwise.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._tasks = db[TASKS]
+        self._artifacts = db[ARTIFACTS]
+        self._sequences = db[SEQUENCES]
+        self._batches = db[BATCHES]
+        self._checkpoints = db[CHECKPOINTS]
+        self._indexed = False
+        self._index_lock = asyncio.Lock()
+        self._known: set[str] = set()  # tasks seen to exist (tasks are never deleted)
+        self._versions: dict[str, int] = defaultdict(int)
+        self._changed: dict[str, asyncio.Event] = {}
+
+    # -- setup ---------------------------------------------------------------------
+
+    async def ensure_indexes(self) -> None:
+        """Create the store's indexes if missing; safe to call any number of times."""
+        if self._indexed:
+            return
+        async with self._index_lock:
+            if not self._indexed:
+                await self._create_indexes()
+                self._indexed = True
+
+    async def _create_indexes(self) -> None:
+        node = [("task_id", ASCENDING), ("node_id", ASCENDING)]
+        await self._artifacts.create_index([*node, ("batch_uid", ASCENDING)], unique=True, name="batch")
+        await self._artifacts.create_index([*node, ("seq", ASCENDING)], unique=True, name="seq")
+        await self._batches.create_index([*node, ("batch_uid", ASCENDING)], unique=True, name="batch")
+        await self._checkpoints.create_index(node, unique=True, name="node")
+        await self._tasks.create_index([("status", ASCENDING), ("order", DESCENDING)], name="state")
+
+    async def _require(self, task_id: str) -> None:
+        """Raise TaskNotFound unless the task exists (one query per task and process)."""
+        if task_id in self._known:
+            return
+        if await self._tasks.find_one({"_id": task_id}, {"_id": 1}) is None:
+            raise TaskNotFound(task_id)
+        self._known.add(task_id)
+
+    def _bump(self, task_id: str) -> None:
+        self._versions[task_id] += 1
+        event = self._changed.pop(task_id, None)
+        if event is not None:
+            event.set()
+
+    # -- tasks ---------------------------------------------------------------------
+
+    async def create_task(self, status: TaskStatus, graph: dict[str, Any]) -> None:
+        """Store a new task (replacing one with the same id) with its graph."""
+        await self.ensure_indexes()
+        doc = encode_keys(status.model_dump(mode="json"))
+        doc.update(_id=status.task_id, graph=encode_keys(graph), order=ObjectId())
+        await self._tasks.replace_one({"_id": status.task_id}, doc, upsert=True)
+        self._known.add(status.task_id)
+        self._bump(status.task_id)
+
+    async def get_task(self, task_id: str) -> TaskStatus | None:
+        doc = await self._tasks.find_one({"_id": task_id}, {"graph": 0})
+        return _task_from_doc(doc) if doc is not None else None
+
+    async def get_graph(self, task_id: str) -> dict[str, Any] | None:
+        doc = await self._tasks.find_one({"_id": task_id}, {"graph": 1})
+        return decode_keys(doc["graph"]) if doc is not None else None
+
+    async def update_task(self, task_id: str, fields: dict[str, Any]) -> None:
+        """Set task fields (``status``, ``result``, ``error``, ...) in one update."""
+        update = _dump_fields(TaskStatus, fields)
+        if "nodes" in update:
+            raise ValueError("update_task cannot replace 'nodes': use update_node")
+        if update:
+            result = await self._tasks.update_one({"_id": task_id}, {"$set": update})
+            if result.matched_count == 0:
+                raise TaskNotFound(task_id)
+        else:
+            await self._require(task_id)
+        self._bump(task_id)
+
+    async def update_node(self, task_id: str, node_id: str, fields: dict[str, Any]) -> None:
+        """Set node fields in one ``update_one`` (dotted ``$set`` of ``nodes.<id>.<field>``)."""
+        path = f"nodes.{encode_key(node_id)}"
+        update = {f"{path}.{name}": value for name, value in _dump_fields(NodeStatus, fields).items()}
+        # The guard keeps an unknown node id from creating a half node record.
+        result = await self._tasks.update_one({"_id": task_id, path: {"$exists": True}}, {"$set": update})
+        if result.matched_count == 0:
+            await self._require(task_id)
+            raise NodeNotFound(task_id, node_id)
+        self._bump(task_id)
+
+    async def node_state(self, task_id: str, node_id: str) -> State | None:
+        path = f"nodes.{encode_key(node_id)}.status"
+        doc = await self._tasks.find_one({"_id": task_id}, {path: 1})
+        node = (doc or {}).get("nodes", {}).get(encode_key(node_id))
+        return State(node["status"]) if node else None
+
+    async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
+        """The ``limit`` most recently created tasks (in any of ``states``), oldest first."""
+        query = {} if states is None else {"status": {"$in": sorted(s.value for s in states)}}
+        cursor = self._tasks.find(query, {"graph": 0}).sort("order", DESCENDING).limit(limit)
+        docs = await cursor.to_list(length=limit)
+        return [_task_from_doc(d) for d in reversed(docs)]
+
+    # -- artifacts -----------------------------------------------------------------
+
+    async def put_artifact(
+        self, task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any]
+    ) -> Artifact:
+        """Write a partial artifact; a batch written again keeps its ``seq`` (meta replaced)."""
+        await self._require(task_id)
+        await self.ensure_indexes()
+        key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
+        stored_meta = encode_keys(meta)
+        while True:
+            seq = await self._next_seq(task_id, node_id)
+            try:
+                doc = {**key, "meta": stored_meta, "status": "partial", "seq": seq}
+                await self._artifacts.insert_one(doc)
+            except DuplicateKeyError:
+                # Either this batch is already stored (keep its seq), or the seq was taken
+                # (another writer, or one that died before moving the hint on).
+                doc = await self._artifacts.find_one_and_update(
+                    key, {"$set": {"meta": stored_meta}}, return_document=ReturnDocument.AFTER
+                )
+                if doc is not None:
+                    self._bump(task_id)
+                    return _artifact_from_doc(doc)
+                await self._seq_taken(task_id, node_id, seq)
+                continue
+            await self._seq_taken(task_id, node_id, seq)
+            self._bump(task_id)
+            return Artifact(**key, meta=meta, seq=seq)
+
+    async def _next_seq(self, task_id: str, node_id: str) -> int:
+        doc = await self._sequences.find_one({"_id": json.dumps([task_id, node_id])})
+        return int(doc["last"]) + 1 if doc else 1
+
+    async def _seq_taken(self, task_id: str, node_id: str, seq: int) -> None:
+        # $max never moves the hint back, so it stays <= the highest seq stored and the
+        # unique index keeps the stream free of gaps.
+        hint = {"_id": json.dumps([task_id, node_id])}
+        try:
+            await self._sequences.update_one(hint, {"$max": {"last": seq}}, upsert=True)
+        except DuplicateKeyError:  # two first upserts raced: the document exists now
+            await self._sequences.update_one(hint, {"$max": {"last": seq}})
+
+    async def complete_artifacts(self, task_id: str, node_id: str) -> None:
+        await self._require(task_id)
+        await self._artifacts.update_many(
+            {"task_id": task_id, "node_id": node_id}, {"$set": {"status": "complete"}}
+        )
+        self._bump(task_id)
+
+    async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]:
+        """The node's artifacts with ``seq > after``, in ``seq`` order."""
+        query = {"task_id": task_id, "node_id": node_id, "seq": {"$gt": after}}
+        docs = await self._artifacts.find(query, _NO_ID).sort("seq", ASCENDING).to_list(length=None)
+        if not docs:
+            await self._require(task_id)
+        return [_artifact_from_doc(d) for d in docs]
+
+    # -- batches and checkpoints -----------------------------------------------------
+
+    async def record_batch(
+        self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
+    ) -> bool:
+        """Count a batch once: True for the first record of ``batch_uid``, False after."""
+        await self._require(task_id)
+        await self.ensure_indexes()
+        key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
+        try:
+            await self._batches.insert_one({**key, "metrics": encode_keys(metrics)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
+        cursor = self._batches.find({"task_id": task_id, "node_id": node_id}, _NO_ID)
+        docs = await cursor.to_list(length=None)
+        if not docs:
+            await self._require(task_id)
+        return {d["batch_uid"]: decode_keys(d.get("metrics", {})) for d in docs}
+
+    async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None:
+        await self._require(task_id)
+        await self.ensure_indexes()
+        await self._checkpoints.update_one(
+            {"task_id": task_id, "node_id": node_id}, {"$set": {"data": encode_keys(data)}}, upsert=True
+        )
+
+    async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None:
+        doc = await self._checkpoints.find_one({"task_id": task_id, "node_id": node_id}, _NO_ID)
+        if doc is None:
+            await self._require(task_id)
+            return None
+        data: dict[str, Any] = decode_keys(doc["data"])
+        return data
+
+    # -- change notification -----------------------------------------------------------
+
+    def version(self, task_id: str) -> int:
+        """How many writes to the task this process has made (MongoDB cannot notify)."""
+        return self._versions.get(task_id, 0)
+
+    async def wait_changed(self, task_id: str, since: int, timeout: float) -> int:
+        """Return at this process's next write to the task, or after ``timeout`` (the
+        poll interval): writes by other processes are seen only by reading again."""
+        await self._require(task_id)
+        if self.version(task_id) == since:
+            event = self._changed.setdefault(task_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        return self.version(task_id)
