@@ -79,6 +79,7 @@ async def test_a_group_subscribed_to_two_topics_gets_both(bus_kit: BusKit) -> No
 # -- process) and carries objects, never bytes, so neither can be expressed there.
 
 
+@pytest.mark.integration
 async def test_acked_messages_are_not_redelivered_after_a_restart_unacked_ones_are(
     kafka_kit: BusKit,
 ) -> None:
@@ -97,6 +98,7 @@ async def test_acked_messages_are_not_redelivered_after_a_restart_unacked_ones_a
     assert [p["i"] for p in new.payloads] == [2, 3, 4, 5]
 
 
+@pytest.mark.integration
 async def test_malformed_messages_go_to_dead_letters_and_the_consumer_keeps_going(
     kafka_kit: BusKit, kafka_bootstrap: str, kafka_topic_prefix: str
 ) -> None:
@@ -147,6 +149,7 @@ async def test_malformed_messages_go_to_dead_letters_and_the_consumer_keeps_goin
     assert later.payloads == [{"task": "one-task", "i": 2}]
 
 
+@pytest.mark.integration
 async def test_kafka_bus_start_is_loud_when_misused_and_stop_is_safe_twice(
     kafka_bootstrap: str, kafka_topic_prefix: str
 ) -> None:
