@@ -8,13 +8,19 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+_FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
+
+
 def apply_fields(record: BaseModel, fields: dict[str, Any]) -> None:
     """Set fields of a status record in place, on the hot path.
 
     Values come from FlowKit itself, already of the right types, so pydantic's
     per-attribute ``__setattr__`` machinery is skipped; unknown names still fail.
     """
-    unknown = fields.keys() - type(record).model_fields.keys()
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = frozenset(type(record).model_fields)
+    unknown = fields.keys() - names
     if unknown:
         raise AttributeError(f"{type(record).__name__} has no field(s) {sorted(unknown)}")
     record.__dict__.update(fields)
