@@ -140,6 +140,16 @@ def cache_lock(ctx: Context, name: str) -> Iterator[None]:
         yield
 
 
+def cached(ctx: Context, target: Path, lock: str, make: Callable[[Path], None]) -> Path:
+    """`target` in the cache, made by `make(target)` the first time only; concurrent
+    `up`s wait for the one making it (`make` must leave it complete or not at all)."""
+    if not target.exists():
+        with cache_lock(ctx, lock):
+            if not target.exists():
+                make(target)
+    return target
+
+
 def say(message: str) -> None:
     """Progress for a person, on stderr (stdout is reserved for `env`)."""
     import sys

@@ -11,7 +11,6 @@ With FLOWKIT_TEST_MONGO_URL set, that server is used instead: nothing is built o
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -20,12 +19,12 @@ import struct
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import network
+from . import golang, network
 from .common import (
     HOST_IP,
     Context,
     TestenvError,
-    cache_lock,
+    cached,
     cmdline,
     daemon_alive,
     free_port,
@@ -52,40 +51,22 @@ def external_url() -> str | None:
 
 
 # -- build ------------------------------------------------------------------------------
-def _go_env(ctx: Context) -> dict[str, str]:
-    # The same Go caches as the cluster's builds, so modules are downloaded once.
-    go = ctx.cache / "go"
-    return {
-        "GOMODCACHE": str(go / "mod"),
-        "GOCACHE": str(go / "build"),
-        "GOPATH": str(go / "path"),
-        "GOTOOLCHAIN": "local",
-        "GOFLAGS": "-mod=mod -buildvcs=false",
-        "CGO_ENABLED": "0",
-    }
-
-
 def binary(ctx: Context) -> Path:
     return ctx.cache / "ferretdb" / VERSION / "ferretdb"
 
 
 def install(ctx: Context) -> Path:
     """Build the binary once per version; later calls return at once."""
-    target = binary(ctx)
-    if target.exists():
-        return target
-    with cache_lock(ctx, NAME):
-        if not target.exists():
-            _build(ctx, target)
-    return target
+    return cached(ctx, binary(ctx), NAME, lambda target: _build(ctx, target))
 
 
 def _build(ctx: Context, target: Path) -> None:
-    go = _require_go()
+    go = golang.require_go(22, "building FerretDB (Debian bookworm's golang-go, 1.19, is too old)")
     require_disk(ctx.cache, 2.0, f"building FerretDB {VERSION}")
     say(f"ferretdb: building FerretDB {VERSION} from the Go module proxy (once, ~2 min)")
     log = ctx.logfile("ferretdb-build")
-    env = _go_env(ctx)
+    # The module cache is the cluster's too; this build cache is kept.
+    env = golang.go_env(ctx, ctx.cache / "go" / "build")
     work = target.parent / "work"
     shutil.rmtree(work, ignore_errors=True)
     wrapper = work / "wrapper"
@@ -93,19 +74,7 @@ def _build(ctx: Context, target: Path) -> None:
     (wrapper / "go.mod").write_text(
         f"module flowkit.test/ferretdb\n\ngo 1.22\n\nrequire {MODULE} {VERSION}\n"
     )
-    out = run(
-        [go, "mod", "download", "-json", f"{MODULE}@{VERSION}"],
-        cwd=wrapper,
-        env=env,
-        check=False,
-        timeout=900,
-    )
-    with log.open("a") as out_log:
-        out_log.write(out.stdout + out.stderr)
-    try:
-        module_dir = Path(json.loads(out.stdout)["Dir"])
-    except (ValueError, KeyError) as exc:
-        raise TestenvError(f"go mod download of {MODULE}@{VERSION} failed", log) from exc
+    module_dir = Path(golang.mod_download(go, MODULE, VERSION, wrapper, env, log)["Dir"])
     source = work / "src"
     shutil.copytree(module_dir, source)
     _make_writable(source)  # the module cache is read-only
@@ -119,18 +88,6 @@ def _build(ctx: Context, target: Path) -> None:
     )
     (work / "ferretdb").replace(target)
     shutil.rmtree(work, ignore_errors=True)
-
-
-def _require_go() -> str:
-    go = shutil.which("go") or next((g for g in ("/usr/local/go/bin/go",) if Path(g).exists()), None)
-    hint = "building FerretDB needs Go 1.22 or newer on PATH (Debian bookworm's golang-go, 1.19, is too old)"
-    if go is None:
-        raise TestenvError(f"go not found: {hint}")
-    found = run([go, "env", "GOVERSION"]).stdout.strip()  # e.g. go1.26.8
-    parts = found.removeprefix("go").split(".")
-    if parts[0] == "1" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < 22:
-        raise TestenvError(f"{go} is {found}: {hint}")
-    return go
 
 
 def _make_writable(root: Path) -> None:

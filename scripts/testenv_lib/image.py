@@ -16,17 +16,18 @@ both imported into the test node's containerd.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from .common import Context, TestenvError, cache_lock, ensure_debian_packages, require_disk, run, say
+from . import docker_archive
+from .cluster.node import running_containerd_socket
+from .cluster.sweep import unmount_all_under
+from .common import Context, TestenvError, cache_lock, cached, ensure_debian_packages, require_disk, run, say
 
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
@@ -40,73 +41,25 @@ _BUILD_PACKAGES = ("buildah", "debootstrap")
 _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 
 
-# -- docker-archive files ----------------------------------------------------------
-def write_docker_archive(archive: Path, tag: str, layer: Path, config: dict[str, object]) -> None:
-    """A one-layer docker-archive (`docker save` format) from a layer tarball."""
-    diff_id = "sha256:" + _sha256_file(layer)
-    image_config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "flowkit testenv"}],
-    }
-    config_bytes = json.dumps(image_config, sort_keys=True).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    layer_name = diff_id.split(":")[1] + "/layer.tar"
-    manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [layer_name]}]
-    partial = archive.with_name(archive.name + ".partial")
-    with tarfile.open(partial, "w") as tar:
-        _add_bytes(tar, config_name, config_bytes)
-        tar.add(layer, arcname=layer_name)
-        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode())
-    partial.replace(archive)
-
-
-def single_file_layer(layer: Path, name: str, data: bytes) -> None:
-    with tarfile.open(layer, "w") as tar:
-        _add_bytes(tar, name, data, mode=0o755)
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode, 0
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # -- the base image ----------------------------------------------------------------
 def base_archive(ctx: Context) -> Path:
     return ctx.cache / "images" / f"flowkit-base-{BASE_SUITE}-{_BASE_KEY}.tar"
 
 
 def ensure_base_archive(ctx: Context) -> Path:
-    archive = base_archive(ctx)
-    if archive.exists():
-        return archive
-    ensure_debian_packages(ctx, _BUILD_PACKAGES, "building images without Docker")
-    with cache_lock(ctx, "base-image"):
-        if not archive.exists():
-            _remove_stale_bootstraps(archive.parent)
-            _bootstrap_base(ctx, archive)
-    return archive
+    return cached(ctx, base_archive(ctx), "base-image", lambda archive: _bootstrap_base(ctx, archive))
 
 
 def _remove_stale_bootstraps(images: Path) -> None:
     """A killed bootstrap leaves its root (maybe with /proc mounted in it) behind."""
     for stale in images.glob("bootstrap-*"):
-        _unmount_under(stale)
+        unmount_all_under(stale)
         shutil.rmtree(stale, ignore_errors=True)
 
 
 def _bootstrap_base(ctx: Context, archive: Path) -> None:
+    ensure_debian_packages(ctx, _BUILD_PACKAGES, "building images without Docker")
+    _remove_stale_bootstraps(archive.parent)
     require_disk(ctx.cache, 2.0, "bootstrapping the base image")
     log = ctx.logfile("image-base")
     say(
@@ -129,11 +82,11 @@ def _bootstrap_base(ctx: Context, archive: Path) -> None:
                 log=log,
             )
         finally:
-            _unmount_under(rootfs)  # debootstrap leaves /proc and /sys mounted when it fails
+            unmount_all_under(rootfs)  # debootstrap leaves /proc and /sys mounted when it fails
         _slim_rootfs(rootfs)
         layer = Path(tmp) / "layer.tar"
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(layer), "."], log=log)
-        write_docker_archive(
+        docker_archive.write(
             archive,
             BASE_IMAGE,
             layer,
@@ -161,12 +114,6 @@ def _slim_rootfs(rootfs: Path) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink()
-
-
-def _unmount_under(root: Path) -> None:
-    from .cluster.sweep import unmount_all_under
-
-    unmount_all_under(root)
 
 
 # -- buildah -------------------------------------------------------------------------
@@ -218,7 +165,7 @@ def build(ctx: Context, dockerfile: str, tag: str) -> None:
 
 def _remove_buildah_leftovers(ctx: Context, log: Path) -> None:
     """A killed build leaves mounts and working containers in buildah's storage."""
-    _unmount_under(ctx.cache / "buildah")
+    unmount_all_under(ctx.cache / "buildah")
     run(["buildah", *_storage_flags(ctx), "rm", "--all"], log=log, check=False)
 
 
@@ -235,7 +182,7 @@ def _build_to_archive(ctx: Context, path: Path, tag: str, log: Path) -> Path:
     try:
         _buildah(ctx, *args, str(path.parent), log=log)
     finally:
-        _unmount_under(ctx.cache / "buildah")
+        unmount_all_under(ctx.cache / "buildah")
     archive = ctx.run / "images" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", tag) + ".tar")
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)
@@ -247,9 +194,7 @@ def _build_to_archive(ctx: Context, path: Path, tag: str, log: Path) -> Path:
 
 # -- containerd ------------------------------------------------------------------------
 def containerd_socket_or_fail(ctx: Context) -> Path:
-    from .cluster import node
-
-    socket = node.running_containerd_socket(ctx)
+    socket = running_containerd_socket(ctx)
     if socket is None:
         raise TestenvError("the test node is not running: start it with `scripts/testenv up cluster`")
     return socket

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import sysctls
 from .common import (
     BRIDGE,
     HOST_IP,
@@ -55,50 +56,7 @@ SYSCTLS = (
     "net.bridge.bridge-nf-call-ip6tables",
     "net.bridge.bridge-nf-call-arptables",
 )
-_STATE_KEY = "network.sysctls"
-
-
-# -- sysctls ----------------------------------------------------------------------
-def _sysctl_path(name: str) -> Path:
-    return Path("/proc/sys") / name.replace(".", "/")
-
-
-def read_sysctl(name: str) -> str | None:
-    try:
-        return _sysctl_path(name).read_text().strip()
-    except OSError:
-        return None
-
-
-def _write_sysctl(name: str, value: str) -> None:
-    _sysctl_path(name).write_text(value + "\n")
-
-
-def record_sysctls(ctx: Context) -> dict[str, str]:
-    """Remember the current values unless a previous (maybe killed) run already did."""
-    recorded = ctx.get(_STATE_KEY)
-    if isinstance(recorded, dict) and recorded:
-        return {str(k): str(v) for k, v in recorded.items()}
-    values = {name: value for name in SYSCTLS if (value := read_sysctl(name)) is not None}
-    ctx.put(_STATE_KEY, values)
-    return values
-
-
-def restore_sysctls(ctx: Context) -> list[str]:
-    """Put recorded values back; returns the problems (missing sysctls are skipped)."""
-    recorded = ctx.get(_STATE_KEY)
-    problems: list[str] = []
-    if isinstance(recorded, dict):
-        for name, value in recorded.items():
-            if read_sysctl(name) in (None, value):
-                continue
-            try:
-                _write_sysctl(name, str(value))
-            except OSError as exc:
-                problems.append(f"could not restore {name}={value}: {exc}")
-    if not problems:
-        ctx.forget(_STATE_KEY)
-    return problems
+_SYSCTLS_KEY = "network.sysctls"
 
 
 # -- routes and the bridge ----------------------------------------------------------
@@ -259,7 +217,7 @@ def up(ctx: Context) -> None:
     require_tool("ss", "install Debian's iproute2 (apt-get install iproute2)")
     if os.geteuid() != 0:
         raise TestenvError("the test network needs root (routes, a bridge, sysctls)")
-    record_sysctls(ctx)
+    sysctls.record(ctx, _SYSCTLS_KEY, SYSCTLS)
     add_blackholes()
     create_bridge()
     check_host_ip_reachable()
@@ -280,7 +238,7 @@ def down(ctx: Context) -> None:
     stop_address_users()
     delete_bridge()
     remove_blackholes()
-    problems += restore_sysctls(ctx)
+    problems += sysctls.restore(ctx, _SYSCTLS_KEY)
     if problems:
         raise TestenvError("; ".join(problems))
 
@@ -294,7 +252,7 @@ def status(ctx: Context) -> str:
         parts.append(f"no bridge {BRIDGE}")
     holes = [cidr for cidr in BLACKHOLES if _route_type(cidr) == "blackhole"]
     parts.append(f"blackhole routes: {', '.join(holes) or 'none'}")
-    if ctx.get(_STATE_KEY):
+    if ctx.get(_SYSCTLS_KEY):
         parts.append("sysctls recorded")
     return "; ".join(parts)
 

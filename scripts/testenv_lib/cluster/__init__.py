@@ -17,7 +17,7 @@ import json
 import shutil
 import time
 
-from .. import network
+from .. import network, sysctls
 from ..common import (
     Context,
     TestenvError,
@@ -32,7 +32,6 @@ from . import addons, controlplane, node, sweep
 from .build import K8S_VERSION, ensure_binaries, k8s_bin
 from .layout import Layout, Ports
 from .pki import ADMIN, NODE_NAME
-from .sysctls import record_sysctls, restore_sysctls, set_bridge_sysctls
 
 NAME = "cluster"
 DEBIAN_PACKAGES = (
@@ -52,6 +51,20 @@ DAEMONS = (
     addons.COREDNS_DAEMON,
 )
 _NODE_READY_TIMEOUT = 120.0
+# The kubelet sets kernel.panic=10, kernel.panic_on_oops=1, vm.overcommit_memory=1 (and
+# a few more) at start; the CNI bridge plugin turns on IPv4 forwarding; `_start` turns
+# on bridge-nf-call-iptables. All recorded before `up` changes them, restored at `down`.
+CLUSTER_SYSCTLS = (
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+    "net.ipv4.ip_forward",
+    "net.bridge.bridge-nf-call-iptables",
+)
+_SYSCTLS_KEY = "cluster.sysctls"
 
 
 def up(ctx: Context) -> None:
@@ -73,8 +86,10 @@ def _start(ctx: Context, layout: Layout) -> None:
     layout.config.mkdir(parents=True, exist_ok=True)
     ports = Ports.load_or_pick(ctx)
     layout.pki.ensure()
-    record_sysctls(ctx)
-    set_bridge_sysctls()
+    sysctls.record(ctx, _SYSCTLS_KEY, CLUSTER_SYSCTLS)
+    # Pod → Service → pod on the same bridge: the reply is bridged, and only this lets
+    # conntrack undo kube-proxy's DNAT on it.
+    sysctls.set_if_present("net.bridge.bridge-nf-call-iptables", "1")
     controlplane.start_etcd(ctx, layout, ports)
     controlplane.start_apiserver(ctx, layout, ports)
     layout.pki.kubeconfig(layout.admin_kubeconfig, ADMIN, ports.apiserver_url)
@@ -174,7 +189,7 @@ def _teardown(ctx: Context, layout: Layout) -> None:
     problems += sweep.remove_our_chains()
     node.remove_container_log_links(layout)
     node.remove_stale_shim_sockets()
-    problems += restore_sysctls(ctx)
+    problems += sysctls.restore(ctx, _SYSCTLS_KEY)
     if not left_mounted:
         shutil.rmtree(layout.root, ignore_errors=True)
     Ports.forget(ctx)

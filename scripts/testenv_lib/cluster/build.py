@@ -10,13 +10,13 @@ the downloaded go.mod, never written out here, so a version bump needs no edits.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import sys
 from pathlib import Path
 
-from ..common import Context, TestenvError, cache_lock, require_disk, require_tool, run, say
+from .. import golang
+from ..common import Context, TestenvError, cache_lock, require_disk, run, say
 
 K8S_VERSION = "v1.37.2"
 COREDNS_VERSION = "v1.15.0"
@@ -84,20 +84,11 @@ def _go_build_cache(ctx: Context) -> Path:
 
 
 def _go_env(ctx: Context) -> dict[str, str]:
-    go = ctx.cache / "go"
-    return {
-        "GOMODCACHE": str(go / "mod"),  # shared with FerretDB's build
-        "GOCACHE": str(_go_build_cache(ctx)),
-        "GOPATH": str(go / "path"),
-        # Never fetch another toolchain: the installed Go must be new enough.
-        "GOTOOLCHAIN": "local",
-        "GOFLAGS": "-mod=mod -buildvcs=false",
-        "CGO_ENABLED": "0",
-    }
+    return golang.go_env(ctx, _go_build_cache(ctx))
 
 
 def _require_go(ctx: Context, gib: float, what: str) -> str:
-    go = require_tool("go", "install Go 1.26 or newer (the `go` line of Kubernetes' go.mod)")
+    go = golang.require_go(26, f"{what} (the `go` line of Kubernetes' go.mod)")
     require_disk(ctx.cache, gib, what)
     return go
 
@@ -159,11 +150,7 @@ def _download_module_gomod(
     """Download `module@version` and return the text of its own go.mod."""
     if not (cwd / "go.mod").exists():
         (cwd / "go.mod").write_text("module flowkit.local/testenv-kubernetes\n")
-    proc = run([go, "mod", "download", "-json", f"{module}@{version}"], cwd=cwd, env=env)
-    info = json.loads(proc.stdout)
-    if info.get("Error"):
-        raise TestenvError(f"go mod download {module}@{version}: {info['Error']}", log)
-    return Path(info["GoMod"]).read_text()
+    return Path(golang.mod_download(go, module, version, cwd, env, log)["GoMod"]).read_text()
 
 
 def _wrapper_gomod(upstream: str) -> str:

@@ -14,6 +14,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from .. import docker_archive
 from ..common import (
     BRIDGE,
     DNS_SERVICE_IP,
@@ -26,7 +27,6 @@ from ..common import (
     start_daemon,
     wait_until,
 )
-from ..image import single_file_layer, write_docker_archive
 from .build import k8s_bin, local_bin
 from .layout import Layout, Ports
 from .pki import CLUSTER_DOMAIN, KUBELET, NODE_NAME
@@ -152,8 +152,8 @@ def _import_pause_image(ctx: Context, layout: Layout) -> None:
         archive.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
             layer = Path(tmp) / "layer.tar"
-            single_file_layer(layer, "pause", local_bin(ctx, "pause").read_bytes())
-            write_docker_archive(archive, image, layer, {"Entrypoint": ["/pause"]})
+            docker_archive.single_file_layer(layer, "pause", local_bin(ctx, "pause").read_bytes())
+            docker_archive.write(archive, image, layer, {"Entrypoint": ["/pause"]})
     ctr(layout, "images", "import", str(archive))
 
 
