@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,8 +180,43 @@ def run(
     check: bool = True,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; output goes to `log` (appended) or is captured."""
+    """Run a command to completion; output goes to `log` (appended) or is captured.
+
+    A command that runs long (a cold build) says every 30 s that it is still going.
+    """
     full_env = {**os.environ, **(env or {})}
+    with _still_running(argv, log):
+        proc = _run_to_end(argv, log, cwd, full_env, timeout)
+    if check and proc.returncode != 0:
+        detail = "" if log is not None else f"\n{proc.stdout}{proc.stderr}"
+        raise TestenvError(f"command failed ({proc.returncode}): {' '.join(argv)}{detail}", log)
+    return proc
+
+
+@contextlib.contextmanager
+def _still_running(argv: Sequence[str], log: Path | None, every: float = 30.0) -> Iterator[None]:
+    done = threading.Event()
+    started = time.monotonic()
+    what = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv[:3]))
+
+    def report() -> None:
+        while not done.wait(every):
+            minutes, seconds = divmod(int(time.monotonic() - started), 60)
+            where = f"; log: {log}" if log is not None else ""
+            say(f"still running {what} ... ({minutes}m{seconds:02d}s{where})")
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _run_to_end(
+    argv: Sequence[str], log: Path | None, cwd: Path | None, full_env: dict[str, str], timeout: float | None
+) -> subprocess.CompletedProcess[str]:
     if log is not None:
         with log.open("a") as out:
             out.write(f"\n$ {' '.join(argv)}\n")
@@ -205,9 +241,6 @@ def run(
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-    if check and proc.returncode != 0:
-        detail = "" if log is not None else f"\n{proc.stdout}{proc.stderr}"
-        raise TestenvError(f"command failed ({proc.returncode}): {' '.join(argv)}{detail}", log)
     return proc
 
 
