@@ -7,7 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
 _FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
 
 
