@@ -22,6 +22,8 @@ from .kube import TESTENV, Kubectl
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMOKE_IMAGE = "flowkit-test/smoke:1"
+FLOWKIT_IMAGE = "flowkit-test/flowkit:dev"
+REPO = Path(__file__).resolve().parents[2]
 # Tests with this marker stop and restart the cluster: they run after everything else.
 RESTARTS_CLUSTER = "restarts_cluster"
 
@@ -72,16 +74,27 @@ def pause_image(cluster_env: dict[str, str]) -> str:
     return cluster_env["FLOWKIT_TEST_PAUSE_IMAGE"]
 
 
-@pytest.fixture(scope="session")
-def smoke_image(cluster_env: dict[str, str]) -> str:
-    """tests/cluster/fixtures/Dockerfile built with `scripts/testenv image build` (once)."""
+def build_image(tag: str, dockerfile: Path) -> str:
+    """`scripts/testenv image build`: the image is in the node's containerd afterwards."""
     proc = subprocess.run(
-        [sys.executable, str(TESTENV), "image", "build", "--tag", SMOKE_IMAGE, str(FIXTURES / "Dockerfile")],
+        [sys.executable, str(TESTENV), "image", "build", "--tag", tag, str(dockerfile)],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=900,
+        timeout=1200,
     )
     if proc.returncode != 0:
-        pytest.fail(f"scripts/testenv image build failed:\n{proc.stderr[-4000:]}", pytrace=False)
-    return SMOKE_IMAGE
+        pytest.fail(f"building {tag} from {dockerfile} failed:\n{proc.stderr[-4000:]}", pytrace=False)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def smoke_image(cluster_env: dict[str, str]) -> str:
+    """tests/cluster/fixtures/Dockerfile built once a session."""
+    return build_image(SMOKE_IMAGE, FIXTURES / "Dockerfile")
+
+
+@pytest.fixture(scope="session")
+def flowkit_image(cluster_env: dict[str, str]) -> str:
+    """The repository's own Dockerfile built once a session."""
+    return build_image(FLOWKIT_IMAGE, REPO / "Dockerfile")

@@ -3,32 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .kube import TESTENV, Kubectl, run_pod
-
-REPO = Path(__file__).resolve().parents[2]
-FLOWKIT_IMAGE = "flowkit-test/flowkit:dev"
-
-
-@pytest.fixture(scope="session")
-def flowkit_image(cluster_env: dict[str, str]) -> str:
-    """The repository's Dockerfile built with `scripts/testenv image build` (once a session)."""
-    proc = subprocess.run(
-        [sys.executable, str(TESTENV), "image", "build", "--tag", FLOWKIT_IMAGE, str(REPO / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=1200,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"building the FlowKit image failed:\n{proc.stderr[-4000:]}", pytrace=False)
-    return FLOWKIT_IMAGE
+from .kube import Kubectl, run_pod
 
 
 def test_the_flowkit_image_runs_the_example_pipeline_in_a_pod(kubectl: Kubectl, flowkit_image: str) -> None:

@@ -222,11 +222,13 @@ def test_graph_draws_mermaid_and_svg(tmp_path: Path) -> None:
     assert out.read_text().startswith("<svg")
 
 
-def test_png_without_a_converter_suggests_svg(tmp_path: Path) -> None:
+def test_png_is_written_with_a_converter_or_refused_with_a_hint(tmp_path: Path) -> None:
+    out = tmp_path / "g.png"
+    result = CliRunner().invoke(main, ["graph", str(EXAMPLE), "--format", "png", "-o", str(out)])
     if importlib.util.find_spec("cairosvg") is not None:
-        pytest.skip("cairosvg is installed: PNG output works here")
-    result = CliRunner().invoke(
-        main, ["graph", str(EXAMPLE), "--format", "png", "-o", str(tmp_path / "g.png")]
-    )
-    assert result.exit_code == 2
-    assert "--format svg" in result.stderr
+        assert result.exit_code == 0
+        assert out.read_bytes().startswith(b"\x89PNG")
+    else:
+        assert result.exit_code == 2
+        assert "--format svg" in result.stderr
+        assert not out.exists()
