@@ -70,16 +70,13 @@ def _widget(kind_plural: str, size: int) -> dict[str, object]:
     }
 
 
+def _patch_status(kubectl: Kubectl, crd: str, patch: str) -> None:
+    kubectl("patch", f"{crd}/w1", "--subresource=status", "--type=merge", "-p", patch)
+
+
 def test_kubectl_get_shows_the_printer_columns(kubectl: Kubectl, widget_crd: str) -> None:
     kubectl.apply(_widget(widget_crd, 3))
-    kubectl(
-        "patch",
-        f"{widget_crd}/w1",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":{"phase":"Ready"}}',
-    )
+    _patch_status(kubectl, widget_crd, '{"status":{"phase":"Ready"}}')
     header, row = kubectl("get", widget_crd).splitlines()
     assert header.split() == ["NAME", "SIZE", "PHASE"]
     assert row.split()[:3] == ["w1", "3", "Ready"]
@@ -116,14 +113,7 @@ def test_a_watch_sees_a_status_change(kubectl: Kubectl, widget_crd: str) -> None
         wait_for(
             lambda: any(line.startswith("ADDED") for line in lines), 20, "the watch's initial ADDED event"
         )
-        kubectl(
-            "patch",
-            f"{widget_crd}/w1",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            '{"status":{"phase":"Done"}}',
-        )
+        _patch_status(kubectl, widget_crd, '{"status":{"phase":"Done"}}')
         wait_for(lambda: "MODIFIED Done\n" in lines, 20, f"a MODIFIED event with phase Done (saw {lines})")
     finally:
         watch.terminate()
@@ -132,14 +122,7 @@ def test_a_watch_sees_a_status_change(kubectl: Kubectl, widget_crd: str) -> None
 
 def test_the_status_subresource_ignores_spec_changes(kubectl: Kubectl, widget_crd: str) -> None:
     kubectl.apply(_widget(widget_crd, 2))
-    kubectl(
-        "patch",
-        f"{widget_crd}/w1",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"spec":{"size":9},"status":{"phase":"Busy"}}',
-    )
+    _patch_status(kubectl, widget_crd, '{"spec":{"size":9},"status":{"phase":"Busy"}}')
     widget = kubectl.json(f"{widget_crd}/w1")
     assert widget["spec"]["size"] == 2
     assert widget["status"]["phase"] == "Busy"

@@ -118,10 +118,14 @@ async def bus_kit(request: pytest.FixtureRequest) -> AsyncIterator[BusKit]:
     try:
         yield kit
     finally:
-        for collector in kit.collectors:
-            await collector.close()
-        for bus in started:
-            await bus.stop()
+        await _close(kit, started)
+
+
+async def _close(kit: BusKit, started: list[Bus]) -> None:
+    for collector in kit.collectors:
+        await collector.close()
+    for bus in started:
+        await bus.stop()
 
 
 @pytest.fixture
@@ -139,10 +143,7 @@ async def kafka_kit(kafka_bootstrap: str, kafka_topic_prefix: str) -> AsyncItera
     try:
         yield kit
     finally:
-        for collector in kit.collectors:
-            await collector.close()
-        for bus in started:
-            await bus.stop()
+        await _close(kit, started)
 
 
 @pytest.fixture(
