@@ -2,7 +2,10 @@
 
 ``WorkerConfig.load("worker.json", overrides={"roles": ["processor"]})`` as in the seed
 docs; environment variables ``FLOWKIT_WORKER_<FIELD>`` / ``FLOWKIT_COORDINATOR_<FIELD>``
-(lists comma-separated, or JSON) sit between the file and the overrides.
+(lists comma-separated, or JSON) sit between the file and the overrides. The connection
+settings shared by every process also read ``FLOWKIT_KAFKA_BOOTSTRAP``,
+``FLOWKIT_MONGO_URL`` and ``FLOWKIT_TOPIC_PREFIX`` (the command line's flags are the
+overrides, so: flag > environment > file > default).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -43,6 +46,8 @@ class _LoadableConfig(BaseModel):
         found: dict[str, Any] = {}
         for name in cls.model_fields:
             raw = os.environ.get(f"{cls.env_prefix}{name.upper()}")
+            if raw is None and name in SHARED_ENVIRONMENT:
+                raw = os.environ.get(SHARED_ENVIRONMENT[name])
             if raw is None:
                 continue
             try:
@@ -64,12 +69,40 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-class CoordinatorConfig(_LoadableConfig):
+SHARED_ENVIRONMENT = {
+    "kafka_bootstrap": "FLOWKIT_KAFKA_BOOTSTRAP",
+    "mongo_url": "FLOWKIT_MONGO_URL",
+    "topic_prefix": "FLOWKIT_TOPIC_PREFIX",
+    "kafka_security_protocol": "FLOWKIT_KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "FLOWKIT_KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "FLOWKIT_KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "FLOWKIT_KAFKA_SASL_PASSWORD",
+    "kafka_ssl_cafile": "FLOWKIT_KAFKA_SSL_CAFILE",
+}
+"""Settings every FlowKit process shares, under one environment name each."""
+
+
+class ConnectionSettings(_LoadableConfig):
+    """Where Kafka and MongoDB are, and how to log in. Secrets are ``SecretStr``: their
+    value never appears in a repr, a log line or an error message."""
+
+    kafka_bootstrap: str = "localhost:9092"
+    mongo_url: SecretStr = SecretStr("mongodb://localhost:27017/flowkit")
+    """``mongodb://[user:password@]host[:port]/DATABASE[?options]``; the database defaults to ``flowkit``."""
+    topic_prefix: str = ""
+    """Prefixes every topic and consumer group: installations sharing one Kafka stay apart."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+
+class CoordinatorConfig(ConnectionSettings):
     """Settings of a coordinator (seed docs: ``CoordinatorConfig(worker_types=[...])``)."""
 
     env_prefix: ClassVar[str] = "FLOWKIT_COORDINATOR_"
 
-    kafka_bootstrap: str = "localhost:9092"
     worker_types: list[str] | None = None
     """Roles that have workers; graphs using other roles are rejected. None: don't check."""
     coordinator_id: str = Field(default_factory=lambda: f"coord-{uuid.uuid4().hex[:8]}")
@@ -77,14 +110,24 @@ class CoordinatorConfig(_LoadableConfig):
     worker_lease_ttl_sec: float = Field(default=60.0, gt=0)
     """A running node whose worker sent no heartbeat for this long is retried elsewhere."""
     lease_check_interval_sec: float = Field(default=5.0, gt=0)
+    task_lease_sec: float = Field(default=15.0, gt=0)
+    """How long this coordinator holds its tasks without renewing; another adopts them after."""
+    adopt_interval_sec: float = Field(default=2.0, gt=0)
+    """How often to look for tasks nobody holds (new from `flowkit submit`, or orphaned)."""
+    accept_timeout_sec: float = Field(default=30.0, gt=0)
+    """A command no worker accepted within this is sent again."""
+    max_worker_losses: int = Field(default=5, ge=0)
+    """Attempts a node may lose with their worker before it fails (``worker_lost``); separate
+    from ``retry_policy.max``, which is for the handler's own errors."""
+    role_concurrency: dict[str, int] = Field(default_factory=dict)
+    """At most this many running or dispatched nodes per role (missing: no limit)."""
 
 
-class WorkerConfig(_LoadableConfig):
+class WorkerConfig(ConnectionSettings):
     """Settings of a worker, with the seed docs' names and defaults."""
 
     env_prefix: ClassVar[str] = "FLOWKIT_WORKER_"
 
-    kafka_bootstrap: str = "localhost:9092"
     roles: list[str] = Field(default_factory=list)
     worker_id: str | None = None
     worker_version: str = "2.0.0"
@@ -99,6 +142,8 @@ class WorkerConfig(_LoadableConfig):
     """How many node runs this worker executes at once."""
     cancel_grace_sec: float = Field(default=10.0, ge=0)
     """After a cancel, how long a handler may take to notice ``ctx.cancel_flag`` before it is interrupted."""
+    drain_timeout_sec: float = Field(default=30.0, ge=0)
+    """On SIGTERM (``drain()``): how long running attempts may take to finish before being handed back."""
 
     @model_validator(mode="after")
     def _fill_worker_id(self) -> Self:

@@ -94,3 +94,11 @@ class NodeNotFound(FlowKitError):
         self.task_id = task_id
         self.node_id = node_id
         super().__init__(f"task '{task_id}' has no node '{node_id}'")
+
+
+class LeaseLost(FlowKitError):
+    """A coordinator wrote to a task another coordinator has claimed since (its fence is stale)."""
+
+    def __init__(self, task_id: str, owner: str, token: int) -> None:
+        self.task_id = task_id
+        super().__init__(f"task '{task_id}': coordinator {owner} no longer holds it (fence {token} is stale)")

@@ -16,15 +16,26 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION = 1
+
+# -- every topic and consumer-group name, in one place (a prefix isolates installations) --
 STATUS_TOPIC = "status.v1"
+"""Workers -> coordinators: what happened to an attempt. Every coordinator reads all of it."""
 SIGNALS_TOPIC = "signals.v1"
+"""Coordinators -> workers: cancel an attempt. Broadcast, never replayed."""
 ANNOUNCE_TOPIC = "workers.announce.v1"
+CHANGES_TOPIC = "changes.v1"
+"""The change feed: "task T changed" after writes, so other processes re-read at once."""
 DEAD_LETTER_TOPIC = "deadletter.v1"
 
 
 def command_topic(role: str) -> str:
     """Commands for one worker role, shared by that role's pool (``cmd.<role>.v1``)."""
     return f"cmd.{role}.v1"
+
+
+def worker_group(role: str) -> str:
+    """The consumer group of a role's pool: its members share the role's commands."""
+    return f"flowkit.workers.{role}"
 
 
 class Kind(StrEnum):
@@ -38,8 +49,10 @@ class Kind(StrEnum):
     FINISHED = "status.finished"
     FAILED = "status.failed"
     CANCELLED = "status.cancelled"
+    RELEASED = "status.released"  # the worker gave the attempt back (shutdown): not the handler's fault
     HEARTBEAT = "status.heartbeat"
     ANNOUNCE = "worker.announce"
+    CHANGED = "feed.changed"
 
 
 _ID_PREFIX = secrets.token_hex(8)
@@ -68,7 +81,10 @@ class Envelope(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
 
     def key(self) -> str:
-        """Partition key: all messages of a task stay in order relative to each other."""
+        """Partition key. Status of a task stays in order on one partition; commands are
+        keyed by node too, so a wide fan-out spreads over the role's partitions and workers."""
+        if self.kind == Kind.RUN:
+            return f"{self.task_id}/{self.node_id}"
         return self.task_id or self.worker_id
 
 

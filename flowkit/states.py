@@ -62,6 +62,12 @@ class NodeStatus(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     retry_at: float | None = None
+    first_batch_at: float | None = None
+    """When the current attempt wrote its first artifact (streaming dependents may start)."""
+    worker_losses: int = 0
+    """Attempts lost with their worker (crash, SIGTERM, scale-down): not charged to ``retry_policy.max``."""
+    note: str | None = None
+    """Why the node waits, e.g. "no live worker for role 'x'"."""
 
     @property
     def duration(self) -> float | None:
@@ -86,6 +92,10 @@ class TaskStatus(BaseModel):
     error: NodeError | None = None
     created_at: float = 0.0
     finished_at: float | None = None
+    owner: str | None = None
+    """The coordinator that holds the task's lease (None: waiting to be adopted)."""
+    cancel_requested: str | None = None
+    """Set by any process (``flowkit cancel``); the owner carries the cancel out."""
 
     def snapshot(self) -> TaskStatus:
         """A copy safe to hand out: node records are copied, their values are replaced

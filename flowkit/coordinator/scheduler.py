@@ -8,10 +8,11 @@ grows linearly with its nodes and edges.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..graph import GraphSpec, NodeSpec
-from ..states import NodeError, State
+from ..states import NodeError, NodeStatus, State
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class _Node:
     dead_deps: int = 0  # deps that failed or were cancelled
     dependents: list[str] = field(default_factory=list)
     closed: bool = False  # reached a terminal state and was counted as such
+    losses: int = 0  # attempts lost with their worker: not charged to retry_policy.max
 
     @property
     def streaming(self) -> bool:
@@ -103,12 +105,12 @@ class Scheduler:
             fields["started_at"] = now
         return [NodeChanged(node_id, fields)]
 
-    def first_batch(self, node_id: str, attempt: int) -> list[Action]:
+    def first_batch(self, node_id: str, attempt: int, now: float = 0.0) -> list[Action]:
         node = self._current(node_id, attempt)
         if node is None or node.produced:
             return []
         node.produced = True
-        out: list[Action] = []
+        out: list[Action] = [NodeChanged(node_id, {"first_batch_at": now})]
         for child_id in node.dependents:
             child = self.nodes[child_id]
             if child.streaming:
@@ -134,7 +136,7 @@ class Scheduler:
         policy = node.spec.retry_policy
         permanent = error.permanent or error.code in policy.permanent_on
         out: list[Action] = []
-        if not permanent and attempt < policy.max:
+        if not permanent and attempt - node.losses < policy.max:
             node.state = State.DEFERRED
             out.append(
                 NodeChanged(
@@ -146,6 +148,29 @@ class Scheduler:
         error = error.model_copy(update={"permanent": permanent})
         self._fail(node, error, now, out)
         return self._settle(out)
+
+    def node_lost(self, node_id: str, attempt: int, why: str, max_losses: int, now: float) -> list[Action]:
+        """The attempt's worker is gone (crash, shutdown, scale-down): run it again at once,
+        without using up the handler's retries, up to ``max_losses`` times."""
+        node = self._current(node_id, attempt)
+        if node is None or node.state not in (State.QUEUED, State.RUNNING, State.CANCELLING):
+            return []
+        if node.state == State.CANCELLING:
+            return self.node_cancelled(node_id, attempt, now)
+        node.losses += 1
+        out: list[Action] = []
+        if node.losses > max_losses:
+            error = NodeError(
+                code="worker_lost",
+                message=f"lost its worker {node.losses} times (last: {why}); "
+                f"max_worker_losses is {max_losses}",
+                permanent=True,
+            )
+            self._fail(node, error, now, out)
+            return self._settle(out)
+        out.append(NodeChanged(node_id, {"worker_losses": node.losses}))
+        self._dispatch(node, out)
+        return out
 
     def retry_due(self, node_id: str, attempt: int) -> list[Action]:
         node = self.nodes[node_id]
@@ -189,6 +214,48 @@ class Scheduler:
                 out.append(NodeChanged(node.spec.node_id, {"status": State.CANCELLED, "finished_at": now}))
                 self._close(node, State.CANCELLED, out)
         return self._settle(out)
+
+    def restore(self, task_state: State, stored: Mapping[str, NodeStatus], now: float) -> list[Action]:
+        """Rebuild from a task's stored nodes (another coordinator held it) and return what
+        must happen to carry on: commands sent again, retries rescheduled, nodes that were
+        ready but not yet dispatched, cancels repeated, or the task's end."""
+        self.state = task_state if task_state != State.QUEUED else State.RUNNING
+        for node_id, node in self.nodes.items():
+            saved = stored[node_id]
+            node.state, node.attempt, node.losses = saved.status, saved.attempts, saved.worker_losses
+            node.produced = saved.first_batch_at is not None
+            if node.state.terminal:
+                node.closed = True
+                self.open -= 1
+                self.any_failed = self.any_failed or node.state == State.FAILED
+        for node in self.nodes.values():
+            for dep_id in node.spec.depends_on:
+                dep = self.nodes[dep_id]
+                if dep.state == State.FINISHED or (node.streaming and dep.produced):
+                    node.started_by.add(dep_id)
+                elif dep.state in (State.FAILED, State.CANCELLED):
+                    node.dead_deps += 1
+        if self.state == State.CANCELLING:  # cancel again: the stops may not have been sent
+            self.state = State.RUNNING
+            for node in self.nodes.values():
+                if node.state == State.CANCELLING:
+                    node.state = State.RUNNING
+            return self.cancel("cancelled", now)
+        out: list[Action] = []
+        for node in self.nodes.values():
+            self._resume(node, stored[node.spec.node_id], now, out)
+        return self._settle(out)
+
+    def _resume(self, node: _Node, saved: NodeStatus, now: float, out: list[Action]) -> None:
+        node_id = node.spec.node_id
+        if node.state == State.DEFERRED:
+            out.append(RetryLater(node_id, node.attempt + 1, max(0.0, (saved.retry_at or now) - now)))
+        elif node.state == State.QUEUED and node.attempt > 0:
+            out.append(Dispatch(node_id, node.attempt))  # sent, maybe never received: again
+        elif node.state == State.QUEUED and len(node.started_by) >= node.required:
+            self._dispatch(node, out)
+        elif node.state == State.RUNNING and node.spec.is_coordinator_fn:
+            out.append(Dispatch(node_id, node.attempt))  # it ran in the coordinator that died
 
     # -- internals -----------------------------------------------------------------
 

@@ -7,11 +7,13 @@ conditional updates in MongoDB.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from ..states import State, TaskStatus
+from ..states import NodeError, State, TaskStatus
 
 
 class ArtifactRef(BaseModel):
@@ -35,13 +37,95 @@ class Artifact(BaseModel):
         return ArtifactRef(task_id=self.task_id, node_id=self.node_id, batch_uid=self.batch_uid)
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Proof that ``owner`` holds a task: ``token`` grows by one at every claim, so a write
+    carrying an older token (a coordinator that lost the task) is refused with LeaseLost."""
+
+    owner: str
+    token: int
+
+
+RunState = Literal["running", "finished", "failed", "cancelled", "released"]
+
+
+class RunRecord(BaseModel):
+    """One attempt of one node as its worker reports it: the worker's lease on the attempt.
+
+    Written by the worker *before* it tells the coordinator over the bus, so a coordinator
+    that missed the message (it crashed, another adopted the task) finds the outcome here.
+    """
+
+    task_id: str
+    node_id: str
+    attempt: int
+    worker_id: str
+    state: RunState = "running"
+    lease_until: float = 0.0
+    accepted_at: float = 0.0
+    ended_at: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    error: NodeError | None = None
+
+
+ChangeListener = Callable[[str], None]
+"""Called with a task id after each write this store made to that task."""
+
+
 class Store(Protocol):
     # -- tasks --
-    async def create_task(self, status: TaskStatus, graph: dict[str, Any]) -> None: ...
+    async def create_task(
+        self, status: TaskStatus, graph: dict[str, Any], *, owner: str | None = None, lease_sec: float = 0.0
+    ) -> bool:
+        """Insert the task; False (and nothing changed) if the id exists. With ``owner`` the
+        new task is held by it: fence token 1, lease until now + ``lease_sec``."""
+        ...
+
     async def get_task(self, task_id: str) -> TaskStatus | None: ...
     async def get_graph(self, task_id: str) -> dict[str, Any] | None: ...
-    async def update_task(self, task_id: str, fields: dict[str, Any]) -> None: ...
-    async def update_node(self, task_id: str, node_id: str, fields: dict[str, Any]) -> None: ...
+    async def update_task(
+        self, task_id: str, fields: dict[str, Any], *, fence: Fence | None = None
+    ) -> None: ...
+    async def update_node(
+        self, task_id: str, node_id: str, fields: dict[str, Any], *, fence: Fence | None = None
+    ) -> None: ...
+    async def write_task(
+        self,
+        task_id: str,
+        task_fields: dict[str, Any],
+        node_fields: dict[str, dict[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> None:
+        """Task fields and any number of nodes' fields in ONE single-document update.
+        With ``fence``: refused (LeaseLost, nothing written) unless the fence still holds."""
+        ...
+
+    async def delete_task(self, task_id: str) -> bool:
+        """Remove the task with its artifacts, batch records, checkpoints and runs."""
+        ...
+
+    async def request_cancel(self, task_id: str, reason: str) -> None:
+        """Ask the owner to cancel (sets ``cancel_requested``; any process, no fence)."""
+        ...
+
+    # -- ownership (leases with fencing tokens, single-document conditional updates) --
+    async def claim_task(self, task_id: str, owner: str, lease_sec: float, now: float) -> Fence | None:
+        """Take a task that is not terminal and unowned or whose lease expired before ``now``."""
+        ...
+
+    async def renew_leases(self, owner: str, lease_sec: float, now: float) -> set[str]:
+        """Extend every lease ``owner`` holds; return the ids of the tasks it still holds."""
+        ...
+
+    async def release_task(self, fence: Fence, task_id: str) -> None:
+        """Give the task up (clean stop): another coordinator may claim it at once."""
+        ...
+
+    async def claimable_tasks(self, now: float, limit: int = 100) -> list[str]:
+        """Ids of tasks not terminal whose owner is None or whose lease expired before ``now``."""
+        ...
+
     async def node_state(self, task_id: str, node_id: str) -> State | None: ...
     async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]: ...
 
@@ -60,6 +144,49 @@ class Store(Protocol):
     async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None: ...
     async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None: ...
 
+    # -- runs: the worker's lease on one attempt, and its outcome --
+    async def claim_run(
+        self, task_id: str, node_id: str, attempt: int, worker_id: str, lease_sec: float, now: float
+    ) -> bool:
+        """Take an attempt: True if this worker holds it now (first claim, or its own again)."""
+        ...
+
+    async def renew_runs(self, worker_id: str, lease_sec: float, now: float) -> int:
+        """Extend the lease of every running attempt of ``worker_id``; return how many."""
+        ...
+
+    async def end_run(
+        self,
+        task_id: str,
+        node_id: str,
+        attempt: int,
+        worker_id: str,
+        state: RunState,
+        *,
+        metrics: dict[str, float] | None = None,
+        error: NodeError | None = None,
+        now: float,
+    ) -> bool:
+        """Record the outcome if ``worker_id`` still holds the running attempt."""
+        ...
+
+    async def get_runs(self, task_id: str) -> list[RunRecord]: ...
+
+    # -- worker states (the seed's ``worker_states`` collection) --
+    async def set_worker_state(self, worker_id: str, fields: dict[str, Any]) -> None:
+        """Upsert the worker's document, setting ``fields`` (dotted paths allowed)."""
+        ...
+
+    async def get_worker_state(self, worker_id: str) -> dict[str, Any] | None: ...
+    async def list_worker_states(self) -> list[dict[str, Any]]: ...
+
     # -- change notification (readers of streaming artifacts wait on this) --
     def version(self, task_id: str) -> int: ...
     async def wait_changed(self, task_id: str, since: int, timeout: float) -> int: ...
+    def notice(self, task_id: str) -> None:
+        """Another process changed the task: bump its version and wake waiters."""
+        ...
+
+    def set_change_listener(self, listener: ChangeListener | None) -> None:
+        """``listener(task_id)`` after each write this store makes (the change feed)."""
+        ...

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..store.base import Store
+
+if TYPE_CHECKING:
+    from .state import DatabaseWorkerState
 
 
 class ArtifactsWriter:
@@ -61,6 +64,7 @@ class RunContext:
     processed_count: int = 0
     skipped_count: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    worker_state: DatabaseWorkerState | None = None
 
     @property
     def total_processed(self) -> int:
@@ -70,3 +74,5 @@ class RunContext:
         """Persist progress; a later attempt of this node finds it in ``ctx.checkpoint``."""
         self.checkpoint = dict(checkpoint)
         await self.store.save_checkpoint(self.task_id, self.node_id, self.checkpoint)
+        if self.worker_state is not None:
+            await self.worker_state.write_checkpoint(self.checkpoint)

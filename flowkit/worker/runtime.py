@@ -1,4 +1,11 @@
-"""The worker: takes node runs for its roles from the bus and reports how they went."""
+"""The worker: takes node runs for its roles from the bus and reports how they went.
+
+Each fact is made durable before it is told: the worker claims the attempt in the store
+(its run record) before it acknowledges the RUN command, records each batch before it
+reports it, and writes the attempt's outcome before it sends it. So a coordinator that
+misses a message finds the fact in the store, and a RUN delivered twice, or to two
+workers, runs once.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +18,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..bus.base import Bus, Subscription
+from ..backends import resolve_backends
+from ..bus.base import Bus, Delivery, Subscription
 from ..config import WorkerConfig
 from ..errors import ConfigError
-from ..protocol import ANNOUNCE_TOPIC, SIGNALS_TOPIC, STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic
+from ..protocol import STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic, worker_group
 from ..states import State
-from ..store.base import Store
-from ..wiring import resolve_backends
+from ..store.base import RunState, Store
 from .adapters import ArtifactFeed
 from .context import ArtifactsWriter, RunContext
 from .handlers.base import Handler
 from .node_run import NodeRun, Outcome
+from .presence import Presence
+from .state import ActiveRun, DatabaseWorkerState
 
 log = logging.getLogger("flowkit.worker")
 
-_STOPPED_IN_STORE = frozenset({State.CANCELLING, State.CANCELLED, State.FAILED})
+CLAIM_TRIES = 5
 
 
 @dataclass
@@ -51,7 +60,8 @@ class Worker:
     """Runs the handlers of ``cfg.roles``; at most ``cfg.capacity`` node runs at once.
 
     ``Worker(db=..., cfg=WorkerConfig(roles=["processor"]), handlers={"processor": H()})``
-    as in the seed docs; embedded runs pass ``store=`` and ``bus=`` instead of ``db``.
+    as in the seed docs: ``db`` is a MongoDB database (distributed, over Kafka at
+    ``cfg.kafka_bootstrap``); without it, the embedded in-process backend.
     """
 
     def __init__(
@@ -72,16 +82,23 @@ class Worker:
             raise ConfigError(
                 f"worker roles {missing} have no handler; handlers given: {sorted(self.handlers)}"
             )
-        self.store, self.bus = resolve_backends(db, store, bus, self.cfg.kafka_bootstrap)
         self.worker_id: str = self.cfg.worker_id or ""
+        self.backends = resolve_backends(db, store, bus, self.cfg, client_id=self.worker_id)
+        self.store, self.bus = self.backends.store, self.backends.bus
+        self.state = DatabaseWorkerState(self.store, self.worker_id)
         self._active: dict[tuple[str, str], _ActiveRun] = {}
-        self.last_heartbeat_time: float | None = None
-        """When this worker last sent heartbeats (epoch seconds), for health checks."""
         self._slots = asyncio.Semaphore(self.cfg.capacity)
-        self._subscriptions: list[Subscription] = []
-        self._loops: list[asyncio.Task[None]] = []
+        self._commands: list[Subscription] = []
+        self._takers: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
+        self.presence = Presence(self)
         self._started = False
+        self._stopping = False
+
+    @property
+    def last_heartbeat_time(self) -> float | None:
+        """When this worker last sent heartbeats (epoch seconds), for health checks."""
+        return self.presence.last_heartbeat_time
 
     @property
     def busy(self) -> bool:
@@ -99,38 +116,95 @@ class Worker:
         """Every run in progress (up to ``cfg.capacity``)."""
         return list(self._active.values())
 
+    # -- lifecycle -----------------------------------------------------------------
+
     async def start(self) -> None:
         if self._started:
             raise RuntimeError(f"worker {self.worker_id} is already started")
         self._started = True
-        await self.bus.start()
-        for role in self.cfg.roles:
-            sub = await self.bus.subscribe([command_topic(role)], group=f"flowkit.workers.{role}")
-            self._subscriptions.append(sub)
-            self._loops.append(asyncio.create_task(self._take_runs(sub), name=f"{self.worker_id}:{role}"))
-        signals = await self.bus.subscribe([SIGNALS_TOPIC], group=f"flowkit.worker.{self.worker_id}")
-        self._subscriptions.append(signals)
-        self._loops.append(asyncio.create_task(self._take_signals(signals)))
-        self._loops.append(asyncio.create_task(self._heartbeats()))
-        self._loops.append(asyncio.create_task(self._poll_cancellations()))
-        await self._announce("online")
+        await self.backends.acquire()
+        try:
+            await self._hand_back_interrupted_run()
+            for role in self.cfg.roles:
+                sub = await self.bus.subscribe([command_topic(role)], group=worker_group(role))
+                self._commands.append(sub)
+                self._takers.append(
+                    asyncio.create_task(self._take_runs(sub), name=f"{self.worker_id}:{role}")
+                )
+            await self.presence.start()
+        except BaseException:
+            await self._close(cancel_runs=True)
+            raise
         log.info("worker %s started for roles %s", self.worker_id, self.cfg.roles)
 
+    async def drain(self, timeout: float | None = None) -> None:
+        """Two-phase stop (SIGTERM): take no new work, give running attempts up to
+        ``timeout`` (default ``cfg.drain_timeout_sec``) to finish, hand the rest back."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        await self._stop_taking()
+        with contextlib.suppress(Exception):
+            await self.presence.announce("draining")
+        runs = list(self._runs)
+        if runs:
+            log.info("worker %s: draining %d running attempt(s)", self.worker_id, len(runs))
+            await asyncio.wait(runs, timeout=self.cfg.drain_timeout_sec if timeout is None else timeout)
+        await self.stop()
+
     async def stop(self) -> None:
-        """Stop taking work, hand back runs in flight (they are retried), close."""
+        """Stop taking work, hand back runs in flight (they run again elsewhere), close."""
         if not self._started:
             return
+        self._stopping = True
+        await self._close(cancel_runs=True)
+
+    async def _stop_taking(self) -> None:
+        for sub in self._commands:
+            with contextlib.suppress(Exception):
+                await sub.close()
+        for taker in self._takers:
+            taker.cancel()
+        await asyncio.gather(*self._takers, return_exceptions=True)
+        self._commands.clear()
+        self._takers.clear()
+
+    async def _close(self, cancel_runs: bool) -> None:
+        await self._stop_taking()
+        if cancel_runs:
+            for run in list(self._active.values()):
+                run.job.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        await self.presence.stop()
         self._started = False
-        for sub in self._subscriptions:
-            await sub.close()
-        for loop in self._loops:
-            loop.cancel()
-        for run in list(self._active.values()):
-            run.job.cancel()
-        await asyncio.gather(*self._loops, *self._runs, return_exceptions=True)
-        self._loops.clear()
-        with contextlib.suppress(Exception):
-            await self._announce("offline")
+        await self.backends.release()
+
+    async def _hand_back_interrupted_run(self) -> None:
+        """Restarted with the same id: the attempt we were running goes back at once."""
+        active = await self.state.read_active()
+        if active is None:
+            return
+        if await self.store.end_run(
+            active.task_id, active.node_id, active.attempt, self.worker_id, "released", now=time.time()
+        ):
+            log.info(
+                "worker %s: handing back task %s node %s attempt %d (interrupted)",
+                self.worker_id,
+                active.task_id,
+                active.node_id,
+                active.attempt,
+            )
+            await self.bus.publish(
+                STATUS_TOPIC,
+                self._status(
+                    active.task_id,
+                    active.node_id,
+                    active.attempt,
+                    Kind.RELEASED,
+                    {"reason": "worker restarted"},
+                ),
+            )
+        await self.state.write_active(None)
 
     # -- taking work ---------------------------------------------------------------
 
@@ -143,21 +217,25 @@ class Worker:
             except StopAsyncIteration:
                 self._slots.release()
                 return
-            message = delivery.message
-            if message.kind != Kind.RUN:
+            try:
+                command = await self._accept(delivery)
+            except BaseException:
                 self._slots.release()
-                await delivery.ack()
+                raise
+            if command is None:
+                self._slots.release()
                 continue
-            task = asyncio.create_task(self._run(message))
+            task = asyncio.create_task(self._run(delivery.message, command))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
-            await delivery.ack()
 
-    async def _run(self, message: Envelope) -> None:
-        key = (message.task_id, message.node_id)
-        try:
+    async def _accept(self, delivery: Delivery) -> RunCommand | None:
+        """Claim the attempt in the store, then acknowledge the command (None: not ours to run)."""
+        message = delivery.message
+        command = None
+        if message.kind == Kind.RUN:
             try:
-                cmd = RunCommand.model_validate(message.payload)
+                command = RunCommand.model_validate(message.payload)
             except ValidationError as exc:
                 log.error(
                     "task %s node %s: malformed run command, set aside: %s",
@@ -165,10 +243,53 @@ class Worker:
                     message.node_id,
                     exc,
                 )
-                return
+        if command is not None and command.role not in self.handlers:
+            log.error(
+                "task %s node %s: no handler for role %r here", message.task_id, message.node_id, command.role
+            )
+            command = None
+        if command is not None and not await self._claim(message):
+            command = None
+        await delivery.ack()
+        return command
+
+    async def _claim(self, message: Envelope) -> bool:
+        for attempt in range(CLAIM_TRIES):
+            try:
+                claimed = await self.store.claim_run(
+                    message.task_id,
+                    message.node_id,
+                    message.attempt,
+                    self.worker_id,
+                    self.cfg.lease_ttl_sec,
+                    time.time(),
+                )
+            except Exception as exc:  # the coordinator sends it again if we give up
+                log.warning(
+                    "task %s node %s: claiming attempt %d failed (%s)",
+                    message.task_id,
+                    message.node_id,
+                    message.attempt,
+                    exc,
+                )
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if not claimed:
+                log.debug(
+                    "task %s node %s attempt %d: taken by another worker or ended",
+                    message.task_id,
+                    message.node_id,
+                    message.attempt,
+                )
+            return claimed
+        return False
+
+    async def _run(self, message: Envelope, cmd: RunCommand) -> None:
+        key = (message.task_id, message.node_id)
+        try:
             ctx = await self._context(message, cmd)
             if await self._stopped_while_queued(message):
-                await self._publish(message, Kind.CANCELLED)
+                await self._report(message, "cancelled", Kind.CANCELLED, {})
                 return
             node_run = NodeRun(
                 self.handlers[cmd.role],
@@ -180,24 +301,47 @@ class Worker:
             job = asyncio.create_task(node_run.execute())
             self._active[key] = _ActiveRun(ctx, job)
             await self._publish(message, Kind.ACCEPTED)
+            await self._write_active()
             try:
                 outcome = await job
             except asyncio.CancelledError:
-                if not self._started:  # shutting down: give the node back for a retry
-                    await self._publish(
-                        message,
-                        Kind.FAILED,
-                        {"code": "worker_shutdown", "permanent": False, "message": "worker stopped mid-run"},
-                    )
+                if self._stopping:  # shutting down: give the node back, it runs again elsewhere
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(
+                            self._report(
+                                message, "released", Kind.RELEASED, {"reason": "worker stopped mid-run"}
+                            )
+                        )
                 raise
             await self._report_outcome(message, outcome)
+        except Exception:
+            log.exception(
+                "task %s node %s: the run broke down; its lease will lapse", message.task_id, message.node_id
+            )
         finally:
             self._active.pop(key, None)
             self._slots.release()
+            with contextlib.suppress(Exception):
+                await self._write_active()
+
+    async def _write_active(self) -> None:
+        oldest = self.active
+        await self.state.write_active(
+            ActiveRun(
+                oldest.task_id,
+                oldest.node_id,
+                oldest.attempt,
+                oldest.ctx.role,
+                oldest.started_at,
+                oldest.ctx.checkpoint,
+            )
+            if oldest is not None
+            else None
+        )
 
     async def _stopped_while_queued(self, message: Envelope) -> bool:
-        """A cancel (or upstream failure) that came while this command waited for a slot
-        found no run to signal; the node's state in the store still says so."""
+        """A cancel (or upstream failure) that came before the run started found no run
+        to signal; the node's state in the store still says so."""
         state = await self.store.node_state(message.task_id, message.node_id)
         if state == State.CANCELLING or (state is not None and state.terminal):
             log.info(
@@ -221,6 +365,7 @@ class Worker:
             artifacts_writer=writer,
             store=self.store,
             checkpoint=checkpoint,
+            worker_state=self.state,
         )
 
     def _feed(self, ctx: RunContext) -> ArtifactFeed:
@@ -238,103 +383,56 @@ class Worker:
 
     async def _report_outcome(self, run: Envelope, outcome: Outcome) -> None:
         if outcome.state == "finished":
-            await self._publish(run, Kind.FINISHED, {"metrics": outcome.metrics})
+            await self._report(run, "finished", Kind.FINISHED, {"metrics": outcome.metrics})
         elif outcome.state == "cancelled":
-            await self._publish(run, Kind.CANCELLED, {})
+            await self._report(run, "cancelled", Kind.CANCELLED, {})
         else:
             assert outcome.error is not None
-            await self._publish(run, Kind.FAILED, outcome.error.model_dump())
+            await self._report(run, "failed", Kind.FAILED, outcome.error.model_dump())
+
+    async def _report(self, run: Envelope, state: RunState, kind: Kind, payload: dict[str, Any]) -> None:
+        """The outcome goes to the store first (the truth), then to the coordinator."""
+        error = None
+        if kind == Kind.FAILED:
+            from ..states import NodeError
+
+            error = NodeError.model_validate(payload)
+        ended = await self.store.end_run(
+            run.task_id,
+            run.node_id,
+            run.attempt,
+            self.worker_id,
+            state,
+            metrics=payload.get("metrics"),
+            error=error,
+            now=time.time(),
+        )
+        if not ended:
+            log.info(
+                "task %s node %s attempt %d: no longer ours (lease lapsed); outcome %s not reported",
+                run.task_id,
+                run.node_id,
+                run.attempt,
+                state,
+            )
+            return
+        await self._publish(run, kind, payload)
+
+    def _status(
+        self, task_id: str, node_id: str, attempt: int, kind: Kind, payload: dict[str, Any], dedup: str = ""
+    ) -> Envelope:
+        return Envelope(
+            kind=kind,
+            task_id=task_id,
+            node_id=node_id,
+            attempt=attempt,
+            worker_id=self.worker_id,
+            payload=payload,
+            dedup_key=dedup or f"{task_id}:{node_id}:{attempt}:{kind.value}",
+        )
 
     async def _publish(
         self, run: Envelope, kind: Kind, payload: dict[str, Any] | None = None, dedup: str = ""
     ) -> None:
-        message = Envelope(
-            kind=kind,
-            task_id=run.task_id,
-            node_id=run.node_id,
-            attempt=run.attempt,
-            worker_id=self.worker_id,
-            payload=payload or {},
-            dedup_key=dedup or f"{run.task_id}:{run.node_id}:{run.attempt}:{kind.value}",
-        )
+        message = self._status(run.task_id, run.node_id, run.attempt, kind, payload or {}, dedup)
         await self.bus.publish(STATUS_TOPIC, message)
-
-    # -- signals, heartbeats, announcements ------------------------------------------
-
-    async def _take_signals(self, sub: Subscription) -> None:
-        async for delivery in sub:
-            message = delivery.message
-            if message.kind == Kind.CANCEL:
-                self._cancel(message)
-            await delivery.ack()
-
-    def _cancel(self, message: Envelope) -> None:
-        run = self._active.get((message.task_id, message.node_id))
-        if run is not None and run.ctx.attempt == message.attempt:
-            self._request_cancel(run, message.payload)
-
-    def _request_cancel(self, run: _ActiveRun, meta: dict[str, Any]) -> None:
-        """Raise the run's cancel flag; interrupt the handler if it ignores it past the grace."""
-        if run.ctx.cancel_flag.is_set():
-            return
-        run.ctx.cancel_meta.update(meta)
-        run.ctx.cancel_flag.set()
-        log.info(
-            "task %s node %s: cancel requested (%s)",
-            run.ctx.task_id,
-            run.ctx.node_id,
-            meta.get("reason", "unknown"),
-        )
-        asyncio.get_running_loop().call_later(self.cfg.cancel_grace_sec, self._interrupt, run)
-
-    async def _poll_cancellations(self) -> None:
-        """The store is the second source of cancellation (seed: "database flags"): a signal
-        missed while a run was starting, or sent while this worker was unreachable, still
-        reaches the handler within ``db_cancel_poll_ms``."""
-        while True:
-            await asyncio.sleep(self.cfg.db_cancel_poll_ms / 1000)
-            for run in list(self._active.values()):
-                state = await self.store.node_state(run.ctx.task_id, run.ctx.node_id)
-                if state in _STOPPED_IN_STORE:
-                    self._request_cancel(run, {"reason": f"node is {state} in the store", "source": "db"})
-
-    @staticmethod
-    def _interrupt(run: _ActiveRun) -> None:
-        """The handler ignored the cancel flag past the grace period: interrupt it."""
-        if not run.job.done():
-            run.job.cancel()
-
-    async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.hb_interval_sec)
-            self.last_heartbeat_time = time.time()
-            for run in list(self._active.values()):
-                ctx = run.ctx
-                await self.bus.publish(
-                    STATUS_TOPIC,
-                    Envelope(
-                        kind=Kind.HEARTBEAT,
-                        task_id=ctx.task_id,
-                        node_id=ctx.node_id,
-                        attempt=ctx.attempt,
-                        worker_id=self.worker_id,
-                        payload={"batches": ctx.processed_count},
-                    ),
-                )
-
-    async def _announce(self, status: str) -> None:
-        await self.bus.publish(
-            ANNOUNCE_TOPIC,
-            Envelope(
-                kind=Kind.ANNOUNCE,
-                worker_id=self.worker_id,
-                payload={
-                    "worker_id": self.worker_id,
-                    "type": ",".join(self.cfg.roles),
-                    "capabilities": {"roles": list(self.cfg.roles)},
-                    "version": self.cfg.worker_version,
-                    "capacity": {"tasks": self.cfg.capacity},
-                    "status": status,
-                },
-            ),
-        )

@@ -1,0 +1,133 @@
+"""Status intake: what workers report about attempts, applied to the tasks this coordinator holds.
+
+Every coordinator reads every status message (a broadcast subscription) and applies
+those of the tasks it holds; the others belong to other coordinators. Nothing is
+acknowledged because nothing depends on it: a worker writes each fact to the store
+*before* it sends the message (its run record, batch records, artifacts), so the
+message is a fast copy of a durable fact. A coordinator that missed one (it was
+adopting the task, it crashed, the apply raised) finds the fact in the store when it
+reconciles the attempt (:meth:`StatusIntake.reconcile`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..config import CoordinatorConfig
+from ..metrics import add_metrics, numeric_metrics, sum_metrics
+from ..protocol import Envelope, Kind
+from ..states import NodeError, State
+from ..store.base import RunRecord, Store
+from .executor import Executor
+from .taskrun import TaskRun
+
+log = logging.getLogger("flowkit.coordinator")
+
+WORKER_LOST = "worker_lost"
+
+
+class StatusIntake:
+    def __init__(self, cfg: CoordinatorConfig, store: Store, executor: Executor) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.executor = executor
+
+    def on_status(self, run: TaskRun, msg: Envelope) -> None:
+        sched, now, node_id = run.scheduler, time.time(), msg.node_id
+        node = sched.nodes.get(node_id)
+        if node is None or msg.attempt != node.attempt:
+            return  # a stale attempt (zombie worker, late or replayed message): changes nothing
+        apply = self.executor.apply
+        if msg.kind == Kind.ACCEPTED:
+            self._accepted(run, node_id, now + self.cfg.worker_lease_ttl_sec)
+            apply(run, sched.node_started(node_id, msg.attempt, msg.worker_id, now))
+        elif msg.kind == Kind.HEARTBEAT:
+            if node_id in run.worker_lease:
+                run.worker_lease[node_id] = now + self.cfg.worker_lease_ttl_sec
+        elif msg.kind == Kind.ARTIFACT:
+            apply(run, sched.first_batch(node_id, msg.attempt, now))
+        elif msg.kind == Kind.BATCH_DONE:
+            self._batch_done(run, msg, now)
+        elif msg.kind == Kind.FINISHED:
+            self._finish(run, node_id, msg.attempt, numeric_metrics(msg.payload.get("metrics")))
+        elif msg.kind == Kind.FAILED:
+            error = NodeError.model_validate(msg.payload)
+            apply(run, sched.node_failed(node_id, msg.attempt, error, now))
+        elif msg.kind == Kind.CANCELLED:
+            apply(run, sched.node_cancelled(node_id, msg.attempt, now))
+        elif msg.kind == Kind.RELEASED:
+            self.lost(run, node_id, msg.attempt, str(msg.payload.get("reason", "worker stopped")))
+
+    def reconcile(self, run: TaskRun, record: RunRecord | None, node_id: str, attempt: int) -> None:
+        """Bring the node in line with its attempt's run record (a message may be lost)."""
+        node = run.scheduler.nodes[node_id]
+        if node.attempt != attempt or node.state.terminal:
+            return
+        now = time.time()
+        if record is None:
+            return
+        if node.state == State.QUEUED and record.state != "released":
+            self._accepted(run, node_id, record.lease_until)
+            self.executor.apply(run, run.scheduler.node_started(node_id, attempt, record.worker_id, now))
+        if record.state == "running":
+            run.worker_lease[node_id] = max(run.worker_lease.get(node_id, 0.0), record.lease_until)
+        elif record.state == "finished":
+            self._finish(run, node_id, attempt, record.metrics)
+        elif record.state == "failed":
+            error = record.error or NodeError(code="failed")
+            self.executor.apply(run, run.scheduler.node_failed(node_id, attempt, error, now))
+        elif record.state == "cancelled":
+            self.executor.apply(run, run.scheduler.node_cancelled(node_id, attempt, now))
+        elif record.state == "released":
+            self.lost(run, node_id, attempt, "worker stopped")
+
+    def lost(self, run: TaskRun, node_id: str, attempt: int, why: str) -> None:
+        """The attempt's worker is gone: run the node again, not charged to its retries."""
+        log.warning("task %s node %s: attempt %d lost its worker (%s)", run.task_id, node_id, attempt, why)
+        actions = run.scheduler.node_lost(node_id, attempt, why, self.cfg.max_worker_losses, time.time())
+        self.executor.apply(run, actions)
+
+    @staticmethod
+    def _accepted(run: TaskRun, node_id: str, lease_until: float) -> None:
+        run.sent_at.pop(node_id, None)
+        run.worker_lease[node_id] = lease_until
+        if run.status.nodes[node_id].note is not None:
+            run.set_node(node_id, {"note": None})
+
+    def _batch_done(self, run: TaskRun, msg: Envelope, now: float) -> None:
+        seen = run.seen_batches.setdefault(msg.node_id, set())
+        uid = str(msg.payload.get("batch_uid"))
+        if uid in seen:
+            return  # a replayed message: counted already
+        seen.add(uid)
+        node = run.status.nodes[msg.node_id]
+        metrics = add_metrics(dict(node.metrics), numeric_metrics(msg.payload.get("metrics")))
+        run.set_node(msg.node_id, {"batches": node.batches + 1, "metrics": metrics})
+        self.executor.apply(run, run.scheduler.first_batch(msg.node_id, msg.attempt, now))
+
+    def _finish(self, run: TaskRun, node_id: str, attempt: int, final: dict[str, float]) -> None:
+        """Recount from the store's batch records (exactly once), merge finalize's metrics,
+        then finish the node. The read runs beside the intake: other nodes go on meanwhile."""
+        job = asyncio.create_task(self._recount_and_finish(run, node_id, attempt, final))
+        self.executor.spawn(job)
+
+    async def _recount_and_finish(
+        self, run: TaskRun, node_id: str, attempt: int, final: dict[str, float]
+    ) -> None:
+        node = run.scheduler.nodes[node_id]
+        if node.attempt != attempt or node.state.terminal:
+            return
+        try:
+            records = await self.store.batch_records(run.task_id, node_id)
+        except Exception as exc:  # the lease check reconciles from the run record later
+            log.warning("task %s node %s: could not recount batches (%s)", run.task_id, node_id, exc)
+            return
+        if node.attempt != attempt or node.state.terminal or run.dropped:
+            return
+        metrics = sum_metrics(records.values())
+        metrics.update(final)
+        run.seen_batches.pop(node_id, None)
+        run.set_node(node_id, {"batches": len(records), "metrics": metrics})
+        self.executor.apply(run, run.scheduler.node_finished(node_id, attempt, time.time()))

@@ -1,0 +1,81 @@
+"""What a coordinator keeps in memory about one task it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..graph import GraphSpec
+from ..protocol import Envelope
+from ..states import TaskStatus, apply_fields
+from ..store.base import Fence
+from .scheduler import Scheduler
+
+
+@dataclass(eq=False)  # held in sets by identity
+class TaskRun:
+    """The live view of a held task, and the writes and messages not yet flushed.
+
+    Changes are applied to ``status`` at once and queued in ``task_fields`` /
+    ``node_fields`` / ``outbox``; the outbox flusher writes them in one fenced
+    single-document update, then sends the messages: state first, so a crash in between
+    leaves a stored state from which the next owner sends the messages again.
+    """
+
+    graph: GraphSpec
+    scheduler: Scheduler
+    status: TaskStatus
+    fence: Fence
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+    dropped: bool = False
+    """This coordinator no longer holds the task (lease lost, deleted, stopped): change nothing."""
+    seen_batches: dict[str, set[str]] = field(default_factory=dict)
+    worker_lease: dict[str, float] = field(default_factory=dict)
+    """node -> when its worker's lease runs out (from ACCEPTED and heartbeats of the current attempt)."""
+    sent_at: dict[str, float] = field(default_factory=dict)
+    """node -> when its RUN was (re)sent and not yet accepted."""
+    functions: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    buffered: list[Envelope] | None = None
+    """Status messages that came while the task was being adopted (None: not adopting)."""
+    task_fields: dict[str, Any] = field(default_factory=dict)
+    node_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: list[tuple[str, Envelope]] = field(default_factory=list)
+    flush_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def task_id(self) -> str:
+        return self.status.task_id
+
+    def set_task(self, fields: dict[str, Any]) -> None:
+        apply_fields(self.status, fields)
+        self.task_fields.update(fields)
+
+    def set_node(self, node_id: str, fields: dict[str, Any]) -> None:
+        apply_fields(self.status.nodes[node_id], fields)
+        self.node_fields.setdefault(node_id, {}).update(fields)
+
+    def send(self, topic: str, message: Envelope) -> None:
+        self.outbox.append((topic, message))
+
+    @property
+    def unflushed(self) -> bool:
+        return bool(self.task_fields or self.node_fields or self.outbox)
+
+    def take_unflushed(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[tuple[str, Envelope]]]:
+        taken = (self.task_fields, self.node_fields, self.outbox)
+        self.task_fields, self.node_fields, self.outbox = {}, {}, []
+        return taken
+
+    def put_back(
+        self,
+        task_fields: dict[str, Any],
+        node_fields: dict[str, dict[str, Any]],
+        outbox: list[tuple[str, Envelope]],
+    ) -> None:
+        """A flush failed: its changes go first, under what changed since."""
+        self.task_fields = {**task_fields, **self.task_fields}
+        for node_id, fields in node_fields.items():
+            self.node_fields[node_id] = {**fields, **self.node_fields.get(node_id, {})}
+        self.outbox = outbox + self.outbox
