@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import GraphError, GraphProblem
+from .graph_registry import COORDINATOR_FUNCTIONS, INPUT_ADAPTERS
 
 COORDINATOR_FN = "coordinator_fn"
 DEFAULT_MAX_NODES = 10_000
@@ -132,25 +133,124 @@ def parse_fan_in(text: str) -> FanIn:
 
 
 def load_graph_file(path: str | Path) -> dict[str, Any]:
-    """Read a graph from a YAML or JSON file (JSON is YAML, so one parser reads both)."""
+    """Read a graph from a YAML or JSON file (``.json`` is read as JSON, anything else as YAML).
+
+    A file that cannot be read or holds no mapping raises :class:`GraphError` with one
+    problem: one line naming the file, and the line and column of a syntax error::
+
+        pipeline.yaml:3:7: not valid YAML: mapping values are not allowed here
+    """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise GraphError(
-            [GraphProblem(None, "file", "unreadable", f"cannot read {path}: {exc.strerror}")]
-        ) from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise GraphError(
-            [GraphProblem(None, "file", "unparsable", f"{path} is not valid YAML/JSON: {exc}")]
-        ) from None
+    data = _parse_graph_text(path, _read_graph_text(path))
     if not isinstance(data, dict):
-        raise GraphError(
-            [GraphProblem(None, "file", "not_a_mapping", f"{path} must hold a mapping with 'nodes'")]
-        )
+        raise _file_error("not_a_mapping", f"{path}: holds {_kind(data)}, not a mapping with 'nodes'")
     return data
+
+
+def _file_error(code: str, message: str) -> GraphError:
+    return GraphError([GraphProblem(None, "file", code, message)])
+
+
+def _read_graph_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _file_error("unreadable", f"{path}: cannot read: {reason[:1].lower()}{reason[1:]}") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")  # a BOM is allowed, and is not content
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start]
+        raise _file_error(
+            "not_utf8", f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {exc.start})"
+        ) from None
+
+
+_NO_DOCUMENT: Any = object()
+
+
+def _parse_graph_text(path: Path, text: str) -> Any:
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text, object_pairs_hook=_json_object) if text.strip() else _NO_DOCUMENT
+        else:
+            data = _load_yaml(text)
+    except json.JSONDecodeError as exc:
+        where, why = f"{path}:{exc.lineno}:{exc.colno}", f"not valid JSON: {exc.msg}"
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        why = f"not valid YAML: {_yaml_problem(exc)}"
+    except yaml.reader.ReaderError as exc:  # raised before marks exist: position indexes the text
+        line_start = text.rfind("\n", 0, exc.position) + 1
+        line = text.count("\n", 0, line_start) + 1
+        where = f"{path}:{line}:{exc.position - line_start + 1}"
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        why = f"not valid YAML: unacceptable character #x{ord(char):04x}: {exc.reason}"
+    except _DuplicateJSONKey as exc:
+        where, why = str(path), f"duplicate key {exc.args[0]!r} in a JSON object"
+    except RecursionError:
+        where, why = str(path), "cannot parse: nested too deeply"
+    else:
+        if data is _NO_DOCUMENT:
+            raise _file_error("not_a_mapping", f"{path}: is empty; a graph file holds a mapping with 'nodes'")
+        return data
+    raise _file_error("unparsable", f"{where}: {why}")
+
+
+class _DuplicateJSONKey(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys: a graph would lose the first without a word
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateJSONKey(key)
+        out[key] = value
+    return out
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _GraphLoader(text)
+    try:
+        node = loader.get_single_node()
+        return _NO_DOCUMENT if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    # the context is mostly "while scanning ..." (the position says where already), but
+    # a problem starting with "but" reads only with it
+    problem = exc.problem or exc.context or "syntax error"
+    return f"{exc.context} {problem}" if exc.context and problem.startswith("but ") else problem
+
+
+class _GraphLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in a mapping is an error (as YAML says; PyYAML keeps the last)."""
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:  # str | None; the stubs disagree
+        node = super().compose_mapping_node(anchor)
+        seen: dict[tuple[str, str], yaml.Mark] = {}
+        for key, _ in node.value:
+            # keys compared as written, with their resolved tag: cheap, and catches a key typed twice
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                first = seen.setdefault((key.tag, key.value), key.start_mark)
+                if first is not key.start_mark:
+                    raise yaml.composer.ComposerError(
+                        problem=f"duplicate key {key.value!r} (first at line {first.line + 1})",
+                        problem_mark=key.start_mark,
+                    )
+        return node
+
+
+_KINDS = {type(None): "null", list: "a list", str: "a string", bool: "a boolean", int: "a number"}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), "a number" if isinstance(value, float) else f"a {type(value).__name__}")
 
 
 # --- validation ----------------------------------------------------------------------
@@ -170,16 +270,11 @@ def validate_graph(
     """Check every rule and return the graph with dependencies made explicit.
 
     ``roles``: the worker roles that have a handler (None = don't check).
-    ``adapters`` / ``functions``: argument checkers; default to FlowKit's registries.
+    ``adapters`` / ``functions``: argument checkers; default to the registries of
+    :mod:`flowkit.graph_registry`.
     """
-    if adapters is None:
-        from .worker.adapters import check_adapter_args
-
-        adapters = check_adapter_args
-    if functions is None:
-        from .coordinator.functions import check_function_args
-
-        functions = check_function_args
+    adapters = INPUT_ADAPTERS.check if adapters is None else adapters
+    functions = COORDINATOR_FUNCTIONS.check if functions is None else functions
     # mode="json": tuples become lists, so a GraphSpec re-validates like the mapping it came from
     raw = graph.model_dump(mode="json") if isinstance(graph, GraphSpec) else graph
     problems: list[GraphProblem] = []
@@ -217,7 +312,10 @@ def _parse_nodes(
     if unknown:
         problems.append(
             GraphProblem(
-                None, ", ".join(sorted(unknown)), "unknown_field", "graphs have only nodes and edges"
+                None,
+                ", ".join(sorted(map(str, unknown))),
+                "unknown_field",
+                "graphs have only nodes and edges",
             )
         )
     nodes: dict[str, NodeSpec] = {}

@@ -7,6 +7,10 @@ Built in: ``merge.generic`` and ``metrics.aggregate``. Register your own with
     async def notify(ctx: FunctionContext, args: dict) -> dict | None:
         ...
         return {"sent": 1}          # metrics of the node (numbers), or None
+
+Names and argument models are registered in
+:data:`flowkit.graph_registry.COORDINATOR_FUNCTIONS`, which graph validation checks;
+:data:`FUNCTIONS` holds the implementations and keeps that registry in step with them.
 """
 
 from __future__ import annotations
@@ -15,11 +19,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel
 
+from ..graph_registry import COORDINATOR_FUNCTIONS, FromNodesArgs, ImplementationTable, Target
 from ..metrics import sum_metrics
 from ..states import TaskStatus
 from ..store.base import Artifact, Store
+
+__all__ = [
+    "FUNCTIONS",
+    "FromNodesArgs",
+    "FunctionContext",
+    "Target",
+    "call_function",
+    "check_function_args",
+    "coordinator_function",
+]
 
 
 @dataclass
@@ -49,13 +64,17 @@ class _Registered:
     args_model: type[BaseModel] | None
 
 
-FUNCTIONS: dict[str, _Registered] = {}
+FUNCTIONS: ImplementationTable[_Registered] = ImplementationTable(COORDINATOR_FUNCTIONS)
 
 
 def coordinator_function(
     name: str, args_model: type[BaseModel] | None = None
 ) -> Callable[[FunctionImpl], FunctionImpl]:
-    """Register ``impl`` under ``name``; ``args_model`` (pydantic) validates ``fn_args``."""
+    """Register ``impl`` under ``name``; ``args_model`` (pydantic) validates ``fn_args``.
+
+    The name and model go into :data:`flowkit.graph_registry.COORDINATOR_FUNCTIONS`, so
+    graphs are checked against them before anything runs.
+    """
 
     def register(impl: FunctionImpl) -> FunctionImpl:
         FUNCTIONS[name] = _Registered(impl, args_model)
@@ -65,18 +84,8 @@ def coordinator_function(
 
 
 def check_function_args(name: str, args: dict[str, Any]) -> str | None:
-    registered = FUNCTIONS.get(name)
-    if registered is None:
-        raise KeyError(f"unknown coordinator function '{name}' (known: {', '.join(sorted(FUNCTIONS))})")
-    if registered.args_model is None:
-        return None
-    try:
-        registered.args_model.model_validate(args)
-    except ValidationError as exc:
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'fn_args'}: {e['msg']}" for e in exc.errors()
-        )
-    return None
+    """None if ``args`` suit function ``name``; else what is wrong. KeyError if unknown."""
+    return COORDINATOR_FUNCTIONS.check(name, args)
 
 
 async def call_function(name: str, ctx: FunctionContext, args: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,26 +96,6 @@ async def call_function(name: str, ctx: FunctionContext, args: dict[str, Any]) -
 
 
 # --- built-ins -------------------------------------------------------------------
-
-
-class Target(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    key: str = Field(min_length=1)
-
-
-class FromNodesArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    from_nodes: list[str] | None = None
-    target: Target | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _single_node_alias(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "from_node" in data:
-            data = {**data, "from_nodes": [data["from_node"]]}
-            del data["from_node"]
-        return data
 
 
 def _sources(ctx: FunctionContext, args: dict[str, Any]) -> list[str]:

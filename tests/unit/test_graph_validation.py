@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flowkit import GraphError, load_graph_file, validate_graph
+from flowkit import GraphError, validate_graph
 from flowkit.coordinator.functions import FUNCTIONS, coordinator_function
 
 
@@ -112,6 +110,11 @@ def test_bad_start_when_is_rejected() -> None:
 def test_unknown_graph_field_is_rejected() -> None:
     error = rejected({"nodes": [node("a")], "edgez": []})
     assert codes(error) == [(None, "edgez", "unknown_field")]
+
+
+def test_graph_fields_that_are_not_strings_are_rejected_by_name() -> None:
+    error = rejected({"nodes": [node("a")], 1: "x", "colour": "red"})  # YAML gives int keys
+    assert codes(error) == [(None, "1, colour", "unknown_field")]
 
 
 @pytest.mark.parametrize("graph", [{"nodes": []}, {}, {"nodes": "a"}])
@@ -378,48 +381,3 @@ def test_seed_retry_policy_and_fan_in_are_accepted() -> None:
     spec = validate_graph(graph)
     assert spec.node("combiner").fan_in_rule.count == 2
     assert spec.node("flaky_task").retry_policy.permanent_on == ("bad_input", "schema_mismatch")
-
-
-# --- files -----------------------------------------------------------------------------
-
-
-def test_yaml_graph_file_loads(tmp_path: Path) -> None:
-    path = tmp_path / "graph.yaml"
-    path.write_text("nodes:\n  - node_id: a\n    type: w\n  - node_id: b\n    type: w\n    depends_on: [a]\n")
-    spec = validate_graph(load_graph_file(path))
-    assert spec.node("b").depends_on == ("a",)
-
-
-def test_json_graph_file_loads(tmp_path: Path) -> None:
-    path = tmp_path / "graph.json"
-    path.write_text(json.dumps({"nodes": [node("a"), node("b", depends_on=["a"])], "edges": [["a", "b"]]}))
-    spec = validate_graph(load_graph_file(path))
-    assert spec.node("b").depends_on == ("a",)
-
-
-def test_missing_graph_file_gives_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "absent.yaml"
-    with pytest.raises(GraphError) as info:
-        load_graph_file(path)
-    assert info.value.code == "unreadable"
-    assert str(path) in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("name", "text"), [("bad.json", '{"nodes": [}'), ("bad.yaml", "nodes: [a, b\n  - :")]
-)
-def test_invalid_graph_file_gives_clear_error(tmp_path: Path, name: str, text: str) -> None:
-    path = tmp_path / name
-    path.write_text(text)
-    with pytest.raises(GraphError) as info:
-        load_graph_file(path)
-    assert info.value.code == "unparsable"
-    assert name in str(info.value)
-
-
-def test_graph_file_holding_a_list_gives_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "list.yaml"
-    path.write_text("- node_id: a\n")
-    with pytest.raises(GraphError) as info:
-        load_graph_file(path)
-    assert info.value.code == "not_a_mapping"

@@ -1,39 +1,19 @@
-"""``pull.from_artifacts`` and ``pull.from_artifacts.rechunk:size``."""
+"""``pull.from_artifacts`` and ``pull.from_artifacts.rechunk:size``.
+
+Their argument models are part of the graph language and live in
+:mod:`flowkit.graph_registry`; they are re-exported here for the implementations.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from ...graph_registry import FromArtifactsArgs, RechunkArgs
 from ...store.base import Artifact
 from ..handlers.base import Batch
 from .feed import ArtifactFeed
 
-
-class FromArtifactsArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    from_nodes: list[str] = Field(min_length=1)
-    poll_ms: int | None = Field(default=None, gt=0)
-    eof_on_task_done: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _single_node_alias(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "from_node" in data:
-            data = dict(data)
-            single = data.pop("from_node")
-            if "from_nodes" in data:
-                raise ValueError("give from_nodes or from_node, not both")
-            data["from_nodes"] = [single] if isinstance(single, str) else single
-        return data
-
-
-class RechunkArgs(FromArtifactsArgs):
-    size: int = Field(gt=0)
-    meta_list_key: str | None = None
+__all__ = ["FromArtifactsArgs", "RechunkArgs", "from_artifacts", "rechunk"]
 
 
 def _ref(node_id: str, artifact: Artifact) -> dict[str, str]:
