@@ -2,14 +2,23 @@
 
 Every message of a task has the task id as its key, so it lands on one partition and
 keeps its order. A consumer group's members share the partitions of its topics; each
-group sees every message. Offsets are committed by :meth:`KafkaDelivery.ack`, after
+group sees every message. Offsets are committed after :meth:`KafkaDelivery.ack`, once
 the caller's effect is durable, and never past a message that was not acked yet: a
-message taken but not acked is delivered again after a restart or a rebalance.
+message taken but not acked is delivered again after a restart or a rebalance. Acks
+are coalesced: ``ack()`` only records, one committer task per subscription commits
+everything acked since its last commit in one call (see :mod:`.kafka_acks`).
+
+A broadcast subscription (``group=None``) is no group member: it reads every partition
+of its topics from the end as it was when :meth:`KafkaBus.subscribe` returned, so it
+sees exactly what is published afterwards, and commits nothing (``ack()`` does
+nothing). For change feeds, cancel signals and announcements, where replaying
+history would be wrong. Partitions added later are not followed.
 
 A message that is not a valid envelope (not JSON, wrong schema, unknown kind, unknown
 protocol version) is logged with its topic, partition and offset, copied unchanged to
 the dead-letter topic with the reason in its headers, committed, and skipped: the
-consumer keeps going.
+consumer keeps going. A broadcast reader only logs and skips it (it commits nothing,
+so nothing is lost, and N readers would make N copies).
 
 Example::
 
@@ -26,15 +35,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import ConsumerStoppedError, KafkaError
-from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from ..protocol import (
@@ -45,6 +52,7 @@ from ..protocol import (
     STATUS_TOPIC,
     Envelope,
 )
+from .kafka_acks import CommittingListener, OffsetCommitter, PartitionAcks
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,14 @@ SECURITY_OPTIONS = frozenset(
     }
 )
 """Passed through unchanged to every client; never logged."""
+
+# A member whose handlers keep all its slots busy stops calling getone(); with aiokafka's
+# default (5 min) it would then leave the group and set off a rebalance storm. Whether a
+# member is alive is judged by its heartbeats (session_timeout_ms), and a handler that
+# is stuck is caught by FlowKit's own run leases, so the poll interval is no signal here.
+MAX_POLL_INTERVAL_MS = 24 * 3600 * 1000
+READ_RETRY_MIN, READ_RETRY_MAX = 0.1, 5.0
+"""Seconds between attempts to read again after a failed getone() (doubling)."""
 
 
 class MalformedMessage(ValueError):
@@ -91,92 +107,81 @@ def decode_envelope(value: bytes | None) -> Envelope:
 
 @dataclass(slots=True)
 class KafkaDelivery:
-    """One envelope taken from a partition; ``ack()`` commits past it."""
+    """One envelope taken from a partition; ``ack()`` lets the commit move past it."""
 
     message: Envelope
     _subscription: KafkaSubscription
     _partition: TopicPartition
     _offset: int
+    _acks: PartitionAcks | None  # None on a broadcast subscription: nothing to commit
 
     async def ack(self) -> None:
-        await self._subscription._ack(self._partition, self._offset)
-
-
-@dataclass
-class _PartitionAcks:
-    """Offsets handed out on one partition, in order, and which of them are acked."""
-
-    delivered: deque[int] = field(default_factory=deque)
-    acked: set[int] = field(default_factory=set)
-
-    def ack(self, offset: int) -> int | None:
-        """Mark ``offset`` done; return the new commit position if it moved."""
-        self.acked.add(offset)
-        position = None
-        while self.delivered and self.delivered[0] in self.acked:
-            done = self.delivered.popleft()
-            self.acked.discard(done)
-            position = done + 1
-        return position
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, subscription: KafkaSubscription) -> None:
-        self._subscription = subscription
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        # Acks still to come for these partitions cannot be committed by us any more:
-        # the next owner gets those messages again (at least once).
-        for partition in revoked:
-            self._subscription._partitions.pop(partition, None)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        for partition in assigned:
-            self._subscription._partitions[partition] = _PartitionAcks()
-        self._subscription._assigned.set()
+        """Record the ack and return; the subscription's committer commits it soon."""
+        self._subscription._ack(self._partition, self._acks, self._offset)
 
 
 class KafkaSubscription:
-    """One consumer in one group. Iterate for deliveries; ``close()`` leaves the group."""
+    """One consumer: a member of a group, or a broadcast reader (``group`` None) that
+    sees everything published after it subscribed and commits nothing. Iterate for
+    deliveries; ``close()`` leaves the group."""
 
-    def __init__(self, bus: KafkaBus, consumer: AIOKafkaConsumer, group: str) -> None:
+    def __init__(
+        self, bus: KafkaBus, consumer: AIOKafkaConsumer, group: str | None, flush_timeout: float
+    ) -> None:
         self._bus = bus
         self._consumer = consumer
         self._group = group
-        self._partitions: dict[TopicPartition, _PartitionAcks] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._commit_lock = asyncio.Lock()
+        self._flush_timeout = flush_timeout
+        self._committer = OffsetCommitter(consumer, group) if group is not None else None
+        if self._committer is not None:
+            self._committer.start()  # stopped by close(), which subscribe() calls on failure
         self._assigned = asyncio.Event()
         self._closed = False
+
+    @property
+    def _name(self) -> str:
+        return self._group if self._group is not None else "(broadcast)"
 
     def __aiter__(self) -> AsyncIterator[KafkaDelivery]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[KafkaDelivery]:
+        backoff = READ_RETRY_MIN
         while not self._closed:
             try:
                 record = await self._consumer.getone()
             except ConsumerStoppedError:
                 return
+            except Exception as exc:
+                if self._closed:
+                    return
+                # A broker restart or a coordinator error: aiokafka reconnects, keep reading.
+                log.warning("reading for %s failed (%r): retrying in %.1fs", self._name, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, READ_RETRY_MAX)
+                continue
+            backoff = READ_RETRY_MIN
             partition = TopicPartition(record.topic, record.partition)
-            acks = self._partitions.setdefault(partition, _PartitionAcks())
-            acks.delivered.append(record.offset)
+            acks = self._committer.delivered(partition, record.offset) if self._committer else None
             try:
                 message = decode_envelope(record.value)
             except MalformedMessage as exc:
-                await self._set_aside(record, str(exc))
+                await self._set_aside(record, acks, str(exc))
                 continue
-            yield KafkaDelivery(message, self, partition, record.offset)
+            yield KafkaDelivery(message, self, partition, record.offset, acks)
 
-    async def _set_aside(self, record: Any, reason: str) -> None:
+    async def _set_aside(self, record: Any, acks: PartitionAcks | None, reason: str) -> None:
         log.warning(
-            "malformed message on %s partition %d offset %d (group %s): %s; sent to dead letters",
+            "malformed message on %s partition %d offset %d (%s): %s; %s",
             record.topic,
             record.partition,
             record.offset,
-            self._group,
+            self._name,
             reason,
+            "skipped" if self._committer is None else "sent to dead letters",
         )
+        if self._committer is None:
+            return  # a broadcast reader commits nothing, so nothing is lost by skipping it
         try:
             await self._bus._dead_letter(record, reason)
         except Exception:
@@ -184,39 +189,38 @@ class KafkaSubscription:
             where = (record.topic, record.partition, record.offset)
             log.exception("could not dead-letter %s partition %d offset %d", *where)
             return
-        await self._ack(TopicPartition(record.topic, record.partition), record.offset)
+        self._ack(TopicPartition(record.topic, record.partition), acks, record.offset)
 
-    async def _ack(self, partition: TopicPartition, offset: int) -> None:
-        acks = self._partitions.get(partition)
-        if acks is None or offset not in acks.delivered:
-            log.debug("ack of %s offset %d after a rebalance: not committed", partition, offset)
+    def _ack(self, partition: TopicPartition, acks: PartitionAcks | None, offset: int) -> None:
+        if self._committer is None or acks is None:
             return
-        position = acks.ack(offset)
-        if position is None:
+        if self._closed:
+            log.debug("%s: ack of %s offset %d after close: not committed", self._name, partition, offset)
             return
-        async with self._commit_lock:
-            if position <= self._committed.get(partition, -1) or self._partitions.get(partition) is not acks:
-                return
-            try:
-                await self._consumer.commit({partition: OffsetAndMetadata(position, "")})
-            except KafkaError as exc:
-                # The group moved on (rebalance, stop): whoever owns the partition now
-                # gets the message again; the effects are idempotent.
-                log.warning("commit of %s at %d failed (%s): will be redelivered", partition, position, exc)
-                return
-            self._committed[partition] = position
+        self._committer.ack(partition, acks, offset)
+
+    async def flush_acks(self) -> None:
+        """Wait until everything acked so far is committed (or failed to commit: then it
+        is redelivered, at least once). Returns at once on a broadcast subscription."""
+        if self._committer is not None:
+            await self._committer.flush()
 
     async def wait_assigned(self, timeout: float) -> None:
         """Wait until the group has given this consumer its partitions (maybe none)."""
         await asyncio.wait_for(self._assigned.wait(), timeout)
 
     async def close(self) -> None:
-        """Leave the group. Deliveries not acked yet are redelivered to the group. Safe twice."""
+        """Commit what was acked (bounded), then leave the group. Deliveries not acked
+        are redelivered to the group. Safe twice."""
         if self._closed:
             return
         self._closed = True
         self._bus._subscriptions.discard(self)
-        await self._consumer.stop()
+        try:
+            if self._committer is not None:
+                await self._committer.close(self._flush_timeout)
+        finally:
+            await self._consumer.stop()
 
 
 class KafkaBus:
@@ -227,7 +231,10 @@ class KafkaBus:
     partitions: the protocol's fixed topics at :meth:`start`, others on first use.
     Security settings (``security_protocol``, ``ssl_context``, ``sasl_*``) are passed
     to every client and never logged. ``consumer_options``/``producer_options`` go to
-    aiokafka as they are (e.g. ``heartbeat_interval_ms``).
+    aiokafka as they are (e.g. ``heartbeat_interval_ms``); ``max_poll_interval_ms``
+    defaults to 24 h (see :data:`MAX_POLL_INTERVAL_MS`). Closing a subscription waits
+    up to ``flush_timeout`` seconds for its acks to be committed, then gives up (they
+    are redelivered): a broker that is gone never hangs a shutdown.
     """
 
     def __init__(
@@ -240,6 +247,7 @@ class KafkaBus:
         replication_factor: int = 1,
         auto_offset_reset: str = "earliest",
         assign_timeout: float = 30.0,
+        flush_timeout: float = 5.0,
         consumer_options: Mapping[str, Any] | None = None,
         producer_options: Mapping[str, Any] | None = None,
         **security: Any,
@@ -255,7 +263,12 @@ class KafkaBus:
         self.replication_factor = replication_factor
         self.auto_offset_reset = auto_offset_reset
         self.assign_timeout = assign_timeout
-        self._consumer_options = dict(consumer_options or {})
+        self.flush_timeout = flush_timeout
+        self.consumer_options: dict[str, Any] = {
+            "max_poll_interval_ms": MAX_POLL_INTERVAL_MS,
+            **(consumer_options or {}),
+        }
+        """What every consumer gets on top of the bus's own settings."""
         self._producer_options = dict(producer_options or {})
         self._security = dict(security)
         self._producer: AIOKafkaProducer | None = None
@@ -300,7 +313,8 @@ class KafkaBus:
         log.info("kafka bus %s started", self.client_id)
 
     async def stop(self) -> None:
-        """Close every subscription, then the producer (flushing), then the admin client."""
+        """Close every subscription (committing what was acked), then the producer
+        (flushing), then the admin client. Safe twice."""
         for sub in list(self._subscriptions):
             await sub.close()
         producer, admin = self._producer, self._admin
@@ -339,34 +353,81 @@ class KafkaBus:
 
     async def publish(self, topic: str, message: Envelope) -> None:
         """Send ``message`` as JSON, keyed by its task id; returns once all replicas have it."""
-        producer = self._started()
-        (name,) = await self._ensure_topics([topic])
-        key = message.key()
-        await producer.send_and_wait(
-            name, value=message.model_dump_json().encode(), key=key.encode() if key else None
-        )
+        await self.publish_many([(topic, message)])
 
-    async def subscribe(self, topics: list[str], group: str) -> KafkaSubscription:
-        """Join ``group`` on ``topics``; returns once the group has assigned partitions."""
+    async def publish_many(self, items: list[tuple[str, Envelope]]) -> None:
+        """Send every ``(topic, message)`` without waiting in between, then wait for all:
+        N messages cost about one round trip. Order per key is kept; raises the first
+        failure once every send is settled (the others may have been delivered)."""
+        if not items:
+            return
+        producer = self._started()
+        names = await self._ensure_topics([topic for topic, _ in items])
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for name, (_, message) in zip(names, items, strict=True):
+                key = message.key()
+                value = message.model_dump_json().encode()
+                futures.append(await producer.send(name, value=value, key=key.encode() if key else None))
+        finally:
+            # Also when a send failed: settle those already under way before raising.
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def subscribe(self, topics: list[str], group: str | None) -> KafkaSubscription:
+        """Join ``group`` on ``topics``, returning once the group has assigned partitions;
+        or, with ``group=None``, read every partition from its current end, returning
+        once those positions are known (so nothing published afterwards is missed)."""
         self._started()
         names = await self._ensure_topics(topics)
-        consumer = AIOKafkaConsumer(
-            **self._clients(),
-            group_id=self.topic_name(group),
-            enable_auto_commit=False,
-            auto_offset_reset=self.auto_offset_reset,
-            **self._consumer_options,
+        if group is None:
+            consumer = AIOKafkaConsumer(
+                **self._clients(),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+                **self.consumer_options,
+            )
+        else:
+            consumer = AIOKafkaConsumer(
+                **self._clients(),
+                group_id=self.topic_name(group),
+                enable_auto_commit=False,
+                auto_offset_reset=self.auto_offset_reset,
+                **self.consumer_options,
+            )
+        sub = KafkaSubscription(
+            self, consumer, None if group is None else self.topic_name(group), self.flush_timeout
         )
-        sub = KafkaSubscription(self, consumer, self.topic_name(group))
-        consumer.subscribe(names, listener=_Rebalance(sub))
-        await consumer.start()
         self._subscriptions.add(sub)
         try:
-            await sub.wait_assigned(self.assign_timeout)
+            if sub._committer is None:
+                await self._read_from_end(consumer, names)
+            else:
+                listener = CommittingListener(sub._committer, self.flush_timeout, sub._assigned)
+                consumer.subscribe(names, listener=listener)
+                await consumer.start()
+                await sub.wait_assigned(self.assign_timeout)
         except BaseException:
             await sub.close()
             raise
         return sub
+
+    async def _read_from_end(self, consumer: AIOKafkaConsumer, names: list[str]) -> None:
+        partitions = [
+            TopicPartition(name, p)
+            for name in dict.fromkeys(names)
+            for p in sorted(await self._started().partitions_for(name))
+        ]
+        consumer.assign(partitions)
+        await consumer.start()
+        await consumer.seek_to_end(*partitions)
+        # Resolve every position now: a message published once subscribe() returned is
+        # at or past it, so it is seen.
+        for partition in partitions:
+            await asyncio.wait_for(consumer.position(partition), self.assign_timeout)
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
         (name,) = await self._ensure_topics([DEAD_LETTER_TOPIC])

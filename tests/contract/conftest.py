@@ -73,9 +73,18 @@ class BusKit:
     collectors: list[Collector] = field(default_factory=list)
 
     async def collect(
-        self, bus: Bus, topics: list[str], group: str, ack: Callable[[Delivery], bool] = lambda _: True
+        self,
+        bus: Bus,
+        topics: list[str],
+        group: str | None,
+        ack: Callable[[Delivery], bool] = lambda _: True,
     ) -> Collector:
-        collector = Collector(await bus.subscribe(topics, group), ack).start()
+        """Subscribe (``group=None``: broadcast) and read in the background until teardown."""
+        return self.read(await bus.subscribe(topics, group), ack)
+
+    def read(self, sub: Subscription, ack: Callable[[Delivery], bool] = lambda _: True) -> Collector:
+        """Read an existing subscription in the background until teardown."""
+        collector = Collector(sub, ack).start()
         self.collectors.append(collector)
         return collector
 

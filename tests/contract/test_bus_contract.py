@@ -1,16 +1,19 @@
 """The Bus contract, for MemoryBus and KafkaBus alike (`bus_kit`), and what only Kafka
-can show (`kafka_kit`): offsets surviving a restart, bytes that are not envelopes."""
+can show (`kafka_kit`): offsets surviving a restart, coalesced commits, rebalances,
+read errors, bytes that are not envelopes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from typing import Any
 
 import pytest
 
 from flowkit.protocol import DEAD_LETTER_TOPIC, Envelope, Kind
 
-from .conftest import BusKit, wait_for
+from .conftest import BusKit, Collector, wait_for
 
 TOPIC = "cmd.contract.v1"
 OTHER = "status.contract.v1"
@@ -25,6 +28,10 @@ async def assert_quiet(kit: BusKit, seconds: float = 0.5) -> None:
     before = [len(c.received) for c in kit.collectors]
     with pytest.raises(AssertionError, match="timed out"):
         await wait_for(lambda: [len(c.received) for c in kit.collectors] != before, seconds, "an extra")
+
+
+async def flushed(collector: Collector) -> None:
+    await asyncio.wait_for(collector.sub.flush_acks(), 15)
 
 
 async def test_members_of_a_group_share_messages_each_to_exactly_one(bus_kit: BusKit) -> None:
@@ -73,6 +80,68 @@ async def test_a_group_subscribed_to_two_topics_gets_both(bus_kit: BusKit) -> No
     await bus_kit.bus.publish(OTHER, run_cmd("b", 2))
     await wait_for(lambda: len(both.received) == 2, 15, "one message from each topic")
     assert sorted(p["task"] for p in both.payloads) == ["a", "b"]
+
+
+async def test_a_broadcast_subscriber_sees_what_is_published_after_it_subscribed_not_before(
+    bus_kit: BusKit,
+) -> None:
+    group = await bus_kit.collect(bus_kit.bus, [TOPIC], "history")
+    before = [run_cmd(f"task-{k}", 0) for k in range(8)]
+    for message in before:
+        await bus_kit.bus.publish(TOPIC, message)
+    await wait_for(lambda: len(group.received) == 8, 15, "the group to take the history")
+
+    live = await bus_kit.collect(await bus_kit.new_bus(), [TOPIC], None)
+    after = [run_cmd(f"task-{k}", 1) for k in range(8)]
+    for message in after:  # at once: subscribe() returned, so these must be seen
+        await bus_kit.bus.publish(TOPIC, message)
+
+    await wait_for(lambda: len(live.received) >= 8, 15, "the broadcast subscriber")
+    await wait_for(lambda: len(group.received) >= 16, 15, "the group")
+    await assert_quiet(bus_kit)
+    assert sorted(d.message.msg_id for d in live.received) == sorted(m.msg_id for m in after)
+    assert len(group.received) == 16, "a broadcast subscriber takes nothing from a group"
+    await flushed(live)  # acks on a broadcast subscription commit nothing: at once
+
+
+async def test_every_broadcast_subscriber_gets_every_message(bus_kit: BusKit) -> None:
+    readers = [await bus_kit.collect(await bus_kit.new_bus(), [TOPIC, OTHER], None) for _ in range(3)]
+    sent = [(TOPIC if i % 2 else OTHER, run_cmd(f"task-{i % 3}", i)) for i in range(12)]
+    for topic, message in sent:
+        await bus_kit.bus.publish(topic, message)
+
+    await wait_for(lambda: all(len(r.received) >= 12 for r in readers), 15, "every reader")
+    await assert_quiet(bus_kit)
+    for reader in readers:
+        assert sorted(d.message.msg_id for d in reader.received) == sorted(m.msg_id for _, m in sent)
+
+
+async def test_publish_many_delivers_each_message_once_keeping_the_order_of_each_key(
+    bus_kit: BusKit,
+) -> None:
+    member = await bus_kit.collect(bus_kit.bus, [TOPIC, OTHER], "batched")
+    topics = {"task-0": TOPIC, "task-1": TOPIC, "task-2": OTHER, "task-3": OTHER}
+    sent = [(topics[f"task-{k}"], run_cmd(f"task-{k}", i)) for i in range(25) for k in range(4)]
+    await bus_kit.bus.publish_many(sent)
+    await bus_kit.bus.publish_many([])
+
+    await wait_for(lambda: len(member.received) >= len(sent), 15, "the whole batch")
+    await assert_quiet(bus_kit)
+    assert sorted(d.message.msg_id for d in member.received) == sorted(m.msg_id for _, m in sent)
+    for k in range(4):
+        assert [p["i"] for p in member.payloads if p["task"] == f"task-{k}"] == list(range(25))
+    by_id = {d.message.msg_id: d.message for d in member.received}
+    assert all(by_id[m.msg_id] == m for _, m in sent), "envelopes arrive unchanged"
+
+
+async def test_stop_ends_every_subscription_and_is_safe_twice(bus_kit: BusKit) -> None:
+    bus = await bus_kit.new_bus()
+    readers = [await bus_kit.collect(bus, [TOPIC], "stopping"), await bus_kit.collect(bus, [TOPIC], None)]
+    await bus.stop()
+    await wait_for(lambda: all(r.task is not None and r.task.done() for r in readers), 15, "both to end")
+    await bus.stop()
+    for reader in readers:
+        assert reader.task is not None and reader.task.exception() is None
 
 
 # -- Kafka only: MemoryBus keeps no offsets (ack is a no-op, nothing outlives the
@@ -168,3 +237,212 @@ async def test_kafka_bus_start_is_loud_when_misused_and_stop_is_safe_twice(
         await bus.stop()
     with pytest.raises(TypeError, match="unknown option"):
         KafkaBus(kafka_bootstrap, sasl_pasword="typo")
+
+
+async def committed(kit: BusKit, bootstrap: str, group: str) -> dict[int, int | None]:
+    """The group's committed position on each partition of TOPIC, as the broker has it."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    bus: Any = kit.bus
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=bus.topic_name(group), enable_auto_commit=False
+    )
+    await reader.start()  # not subscribed: it reads offsets without joining the group
+    try:
+        topic = bus.topic_name(TOPIC)
+        return {p: await reader.committed(TopicPartition(topic, p)) for p in range(bus.partitions)}
+    finally:
+        await reader.stop()
+
+
+def total(positions: dict[int, int | None]) -> int:
+    return sum(p or 0 for p in positions.values())
+
+
+@pytest.mark.integration
+async def test_flushed_acks_are_committed_so_a_new_member_starts_after_the_last(
+    kafka_kit: BusKit, kafka_bootstrap: str
+) -> None:
+    old = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "flushing")
+    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 7}", i)) for i in range(200)])
+    await wait_for(lambda: len(old.received) == 200, 15, "all 200 taken and acked")
+    await flushed(old)
+    assert total(await committed(kafka_kit, kafka_bootstrap, "flushing")) == 200
+
+    await old.close()
+    new = await kafka_kit.collect(await kafka_kit.new_bus(), [TOPIC], "flushing")
+    await kafka_kit.bus.publish(TOPIC, run_cmd("task-0", 200))
+    await wait_for(lambda: len(new.received) >= 1, 15, "the next message")
+    await assert_quiet(kafka_kit)
+    assert [p["i"] for p in new.payloads] == [200]
+
+
+@pytest.mark.integration
+async def test_the_commit_stops_below_an_unacked_message_though_later_ones_are_acked(
+    kafka_kit: BusKit, kafka_bootstrap: str
+) -> None:
+    unacked = 5
+    member = await kafka_kit.collect(
+        kafka_kit.bus, [TOPIC], "gapped", ack=lambda d: d.message.payload["i"] != unacked
+    )
+    await kafka_kit.bus.publish_many([(TOPIC, run_cmd("one-task", i)) for i in range(200)])
+    await wait_for(lambda: len(member.received) == 200, 15, "all 200")
+    await flushed(member)
+    positions = await committed(kafka_kit, kafka_bootstrap, "gapped")
+    assert sorted(positions.values(), key=str) == [unacked, None, None, None], "one partition, at 5"
+
+    (late,) = [d for d in member.received if d.message.payload["i"] == unacked]
+    await late.ack()
+    await flushed(member)
+    assert total(await committed(kafka_kit, kafka_bootstrap, "gapped")) == 200
+
+
+@pytest.mark.integration
+async def test_a_burst_of_acks_is_committed_in_one_call(
+    kafka_kit: BusKit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "burst", ack=lambda _: False)
+    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(50)])
+    await wait_for(lambda: len(member.received) == 50, 15, "all 50, not acked yet")
+    consumer: Any = member.sub._consumer
+    calls: list[dict[Any, Any]] = []
+    real_commit = consumer.commit
+
+    async def counted(offsets: dict[Any, Any]) -> None:
+        calls.append(dict(offsets))
+        await real_commit(offsets)
+
+    monkeypatch.setattr(consumer, "commit", counted)
+    for delivery in member.received:
+        await delivery.ack()
+    await flushed(member)
+    assert len(calls) == 1
+    assert total(await committed(kafka_kit, kafka_bootstrap, "burst")) == 50
+
+
+@pytest.mark.integration
+async def test_acks_made_while_a_commit_is_in_flight_go_into_the_next_one(
+    kafka_kit: BusKit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "in-flight", ack=lambda _: False)
+    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(50)])
+    await wait_for(lambda: len(member.received) == 50, 15, "all 50, not acked yet")
+    consumer: Any = member.sub._consumer
+    calls: list[dict[Any, Any]] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+    real_commit = consumer.commit
+
+    async def held(offsets: dict[Any, Any]) -> None:
+        calls.append(dict(offsets))
+        entered.set()
+        await release.wait()
+        await real_commit(offsets)
+
+    monkeypatch.setattr(consumer, "commit", held)
+    for delivery in member.received[:25]:
+        await delivery.ack()
+    await asyncio.wait_for(entered.wait(), 10)
+    for delivery in member.received[25:]:
+        await delivery.ack()
+    release.set()
+    await flushed(member)
+    assert len(calls) == 2
+    assert total(await committed(kafka_kit, kafka_bootstrap, "in-flight")) == 50
+
+
+@pytest.mark.integration
+async def test_acks_of_messages_taken_before_a_rebalance_are_not_committed(
+    kafka_kit: BusKit, kafka_bootstrap: str
+) -> None:
+    first = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "rebalanced", ack=lambda _: False)
+    sent = [run_cmd(f"task-{k}", k) for k in range(12)]  # these keys hash to all 4 partitions
+    await kafka_kit.bus.publish_many([(TOPIC, m) for m in sent])
+    await wait_for(lambda: len(first.received) == 12, 15, "the first member to take all")
+    taken = first.received[:12]
+    taken_ids = {id(d) for d in taken}
+    assert {d._partition.partition for d in taken} == {0, 1, 2, 3}  # type: ignore[attr-defined]
+
+    await kafka_kit.collect(await kafka_kit.new_bus(), [TOPIC], "rebalanced", ack=lambda _: False)
+
+    def again() -> list[str]:
+        return [d.message.msg_id for c in kafka_kit.collectors for d in c.received if id(d) not in taken_ids]
+
+    # Each partition goes to its new owner (the first member keeps two) and starts over.
+    await wait_for(lambda: len(again()) >= 12, 15, "every message again, to its new owner")
+    await assert_quiet(kafka_kit)
+    assert sorted(again()) == sorted(m.msg_id for m in sent)
+
+    for delivery in taken:  # the group has moved on: too late, also where it is ours again
+        await delivery.ack()
+    await flushed(first)
+    assert total(await committed(kafka_kit, kafka_bootstrap, "rebalanced")) == 0
+
+
+@pytest.mark.integration
+async def test_a_read_error_is_logged_and_retried_not_ending_the_iteration(
+    kafka_kit: BusKit, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    sub = await kafka_kit.bus.subscribe([TOPIC], "resilient")
+    consumer: Any = sub._consumer
+    real_getone = consumer.getone
+    failures = []
+
+    async def flaky(*partitions: Any) -> Any:
+        if len(failures) < 2:
+            failures.append(1)
+            raise KafkaConnectionError("broker restarting")
+        return await real_getone(*partitions)
+
+    monkeypatch.setattr(consumer, "getone", flaky)
+    with caplog.at_level(logging.WARNING, logger="flowkit.bus.kafka"):
+        member = kafka_kit.read(sub)
+        await kafka_kit.bus.publish(TOPIC, run_cmd("a", 1))
+        await wait_for(lambda: len(member.received) == 1, 15, "the message after two read errors")
+    assert len(failures) == 2
+    assert sum("broker restarting" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.integration
+async def test_close_gives_up_committing_after_its_flush_timeout(
+    kafka_bootstrap: str,
+    kafka_topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowkit.bus.kafka import KafkaBus
+
+    from .conftest import GROUP_TIMINGS
+
+    bus = KafkaBus(
+        kafka_bootstrap, namespace=kafka_topic_prefix, flush_timeout=0.5, consumer_options=GROUP_TIMINGS
+    )
+    await bus.start()
+    try:
+        sub = await bus.subscribe([TOPIC], "unreachable")
+        consumer: Any = sub._consumer
+
+        async def hangs(offsets: Any) -> None:
+            await asyncio.Event().wait()  # a broker that never answers
+
+        monkeypatch.setattr(consumer, "commit", hangs)
+        member = Collector(sub).start()
+        await bus.publish(TOPIC, run_cmd("a", 1))
+        await wait_for(lambda: len(member.received) == 1, 15, "the message, acked")
+        with caplog.at_level(logging.WARNING, logger="flowkit.bus.kafka_acks"):
+            await asyncio.wait_for(sub.close(), 10)
+        assert "giving up" in caplog.text
+        await member.close()
+    finally:
+        await bus.stop()
+
+
+@pytest.mark.unit
+def test_group_members_are_not_evicted_for_long_handlers_by_default() -> None:
+    from flowkit.bus.kafka import KafkaBus
+
+    # Liveness is the heartbeat's (session timeout); stuck handlers are the run leases'.
+    assert KafkaBus("k:9092").consumer_options["max_poll_interval_ms"] >= 24 * 3600 * 1000
+    chosen = KafkaBus("k:9092", consumer_options={"max_poll_interval_ms": 60_000})
+    assert chosen.consumer_options["max_poll_interval_ms"] == 60_000
