@@ -43,7 +43,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except (ValueError, IndexError):
             continue
         marker = FOLDER_MARKERS.get(folder)
-        if marker is not None:
+        # A test that runs on the real services (e.g. an engine scenario over Kafka and
+        # MongoDB) is an integration test wherever it lives.
+        if marker is not None and item.get_closest_marker("integration") is None:
             item.add_marker(marker)
 
 

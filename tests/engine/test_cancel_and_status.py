@@ -224,6 +224,9 @@ async def test_cancel_flag_set_in_the_store_reaches_the_handler_without_a_signal
     async with LocalRuntime({"slow": WaitsForCancel()}, worker_config=cfg) as rt:
         task_id = await rt.submit(graph)
         await wait_event(started)
+        async with asyncio.timeout(TIMEOUT):  # the coordinator wrote "running" (it writes behind)
+            while await rt.store.node_state(task_id, "slow") != State.RUNNING:
+                await rt.store.wait_changed(task_id, rt.store.version(task_id), 0.05)
         # Only the store says so: no signal is published on the bus.
         await rt.store.update_node(task_id, "slow", {"status": State.CANCELLING})
         status = await rt.coordinator.wait_task(task_id, timeout=TIMEOUT)
