@@ -17,8 +17,9 @@ history would be wrong. Partitions added later are not followed.
 A message that is not a valid envelope (not JSON, wrong schema, unknown kind, unknown
 protocol version) is logged with its topic, partition and offset, copied unchanged to
 the dead-letter topic with the reason in its headers, committed, and skipped: the
-consumer keeps going. A broadcast reader only logs and skips it (it commits nothing,
-so nothing is lost, and N readers would make N copies).
+consumer keeps going. A broadcast reader dead-letters it too (the status topic is read
+by every coordinator as broadcast, and its bad messages must be kept): N readers make
+up to N copies, which carry the same source topic, partition and offset headers.
 
 Example::
 
@@ -178,10 +179,8 @@ class KafkaSubscription:
             record.offset,
             self._name,
             reason,
-            "skipped" if self._committer is None else "sent to dead letters",
+            "sent to dead letters",
         )
-        if self._committer is None:
-            return  # a broadcast reader commits nothing, so nothing is lost by skipping it
         try:
             await self._bus._dead_letter(record, reason)
         except Exception:
