@@ -6,8 +6,13 @@
     flowkit validate pipeline.yaml --roles extractor,transformer
     flowkit graph pipeline.yaml --format svg -o pipeline.svg
 
+and, on a distributed installation (MongoDB and Kafka), the commands of
+:mod:`flowkit.console.distributed`: ``coordinator``, ``worker``, ``submit``, ``status``,
+``watch``, ``cancel``, ``tasks``, ``workers``.
+
 Exit codes: 0 the task finished; 1 it failed, was cancelled or timed out; 2 bad input
-(invalid graph, bad ``--handlers`` or ``--param``); 130 interrupted with Ctrl-C.
+(invalid graph, bad ``--handlers`` or ``--param``, MongoDB or Kafka unreachable); 130
+interrupted with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,53 +22,40 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
+from .console.distributed import COMMANDS
 from .console.inputs import load_handlers, parse_params
 from .console.logs import configure_logging
+from .console.messages import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    fail,
+    graph_problems,
+    load_spec,
+    stderr,
+    stdout_console,
+)
 from .console.progress import ChangeLog, ProgressView, summary_table
 from .console.session import RunOutcome, run_task
 from .embedded import DEFAULT_CONCURRENCY
 from .errors import ConfigError, GraphError
-from .graph import COORDINATOR_FN, GraphSpec, load_graph_file, validate_graph
+from .graph import COORDINATOR_FN, GraphSpec
 from .render import RenderError, svg_to_png, to_mermaid, to_svg
 from .states import NodeStatus, State, TaskStatus
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-_stderr = Console(stderr=True, soft_wrap=True)  # long error lines are not cut into pieces
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    _stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    sys.exit(code)
-
-
-def _graph_problems(exc: GraphError) -> NoReturn:
-    noun = "problem" if len(exc.problems) == 1 else "problems"
-    _stderr.print(f"[bold red]invalid graph[/] ({len(exc.problems)} {noun}):", highlight=False)
-    for problem in exc.problems:
-        _stderr.print(f"  - {escape(str(problem))}", highlight=False)
-    sys.exit(EXIT_BAD_INPUT)
-
-
-def _load_spec(graph_file: str, roles: list[str] | None = None) -> GraphSpec:
-    try:
-        return validate_graph(load_graph_file(graph_file), roles=roles)
-    except GraphError as exc:
-        _graph_problems(exc)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowkit")
 def main() -> None:
-    """FlowKit: run, check and draw DAG workflows."""
+    """FlowKit: run, check and draw DAG workflows, alone or on a distributed installation."""
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 @main.command()
@@ -117,20 +109,20 @@ def run(
     verbose: bool,
 ) -> None:
     """Run GRAPH_FILE (YAML or JSON) in this process: embedded coordinator, workers and store."""
-    person = _stderr.is_terminal
+    person = stderr.is_terminal
     quiet = as_json and not person
     if not person:  # CI logs and pipes: keep log lines whole instead of 80 columns
-        _stderr.width = max(_stderr.width, 120)
+        stderr.width = max(stderr.width, 120)
     # Node failures are shown in the summary; the engine's own warnings about them would
     # only repeat it, so they appear with -v.
-    configure_logging(_stderr, logging.INFO if verbose and not quiet else logging.ERROR)
+    configure_logging(stderr, logging.INFO if verbose and not quiet else logging.ERROR)
     logging.getLogger("flowkit.cli").setLevel(logging.ERROR if quiet else logging.WARNING)
     try:
         handlers = load_handlers(handlers_spec)
         task_params = parse_params(params)
     except ConfigError as exc:
-        _fail(str(exc))
-    spec = _load_spec(graph_file, roles=list(handlers))
+        fail(str(exc))
+    spec = load_spec(graph_file, roles=list(handlers))
     outcome = _run_with_display(spec, handlers, task_params, concurrency, timeout, person, quiet)
     status = outcome.status
     if graph_svg:
@@ -138,16 +130,13 @@ def run(
     if as_json:
         click.echo(json.dumps(status.summary(), indent=2, default=str))
         if person:
-            _stderr.print(summary_table(status))
+            stderr.print(summary_table(status))
     else:
-        stdout = Console()
-        if not stdout.is_terminal:  # a log file or pipe: don't squeeze the table into 80 columns
-            stdout = Console(width=max(stdout.width, 120))
-        stdout.print(summary_table(status))
+        stdout_console().print(summary_table(status))
     if outcome.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if outcome.timed_out:
-        _stderr.print(f"[red]timed out after {timeout}s; task cancelled[/]")
+        stderr.print(f"[red]timed out after {timeout}s; task cancelled[/]")
     sys.exit(0 if status.status == State.FINISHED else EXIT_FAILED)
 
 
@@ -161,7 +150,7 @@ def _run_with_display(
     quiet: bool,
 ) -> RunOutcome:
     view = ProgressView()
-    changes = ChangeLog(_stderr)
+    changes = ChangeLog(stderr)
 
     def on_status(status: TaskStatus) -> None:
         if person:
@@ -174,13 +163,13 @@ def _run_with_display(
     )
     try:
         if person:
-            with view.live(_stderr):
+            with view.live(stderr):
                 return asyncio.run(coroutine)
         return asyncio.run(coroutine)
     except GraphError as exc:
-        _graph_problems(exc)
+        graph_problems(exc)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
+        fail("interrupted", EXIT_INTERRUPTED)
 
 
 def _status_svg(spec: GraphSpec, status: TaskStatus) -> str:
@@ -209,9 +198,9 @@ def _write(path: str, data: str | bytes, announce: bool = True) -> None:
         else:
             Path(path).write_text(data)
     except OSError as exc:
-        _fail(f"cannot write {path}: {exc.strerror}")
+        fail(f"cannot write {path}: {exc.strerror}")
     if announce:
-        _stderr.print(f"wrote {escape(path)}", style="dim", highlight=False)
+        stderr.print(f"wrote {escape(path)}", style="dim", highlight=False)
 
 
 @main.command()
@@ -225,7 +214,7 @@ def _write(path: str, data: str | bytes, announce: bool = True) -> None:
 def validate(graph_file: str, roles: str | None) -> None:
     """Check GRAPH_FILE without running it; print every problem (exit 2) or OK."""
     role_list = [r.strip() for r in roles.split(",") if r.strip()] if roles is not None else None
-    spec = _load_spec(graph_file, roles=role_list)
+    spec = load_spec(graph_file, roles=role_list)
     functions = sum(1 for n in spec.nodes if n.is_coordinator_fn)
     click.echo(
         f"OK: {graph_file} is a valid graph ({len(spec.nodes)} nodes, {len(spec.edges)} edges, "
@@ -241,15 +230,15 @@ def validate(graph_file: str, roles: str | None) -> None:
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write here instead of stdout.")
 def graph(graph_file: str, fmt: str, output: str | None) -> None:
     """Draw GRAPH_FILE as Mermaid text, an SVG picture or (with cairosvg installed) a PNG."""
-    spec = _load_spec(graph_file)
+    spec = load_spec(graph_file)
     text = to_mermaid(spec) if fmt == "mermaid" else to_svg(spec, title=Path(graph_file).name)
     if fmt == "png":
         if output is None:
-            _fail("--format png needs -o FILE")
+            fail("--format png needs -o FILE")
         try:
             _write(output, svg_to_png(text))
         except RenderError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         return
     if output is None:
         click.echo(text, nl=False)

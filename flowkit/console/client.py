@@ -1,0 +1,118 @@
+"""What ``flowkit submit``, ``status``, ``watch``, ``cancel``, ``tasks`` and ``workers`` do,
+from any machine that reaches the installation's MongoDB (and Kafka, to send notices).
+
+A submitted task is stored *unowned* and announced: a running coordinator adopts it at
+once (or within its adopt interval, should the notice be lost). A cancel is a request in
+the task document, announced to the coordinator that holds the task.
+
+>>> async with open_client(ClientSettings.load(), kafka=True) as client:
+...     submitted = await client.submit(spec, {"day": "2026-11-23"})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends import resolve_backends
+from ..backends.feed import ChangeFeed
+from ..config import ConnectionSettings
+from ..coordinator.core import new_task_status
+from ..graph import GraphSpec
+from ..states import State, TaskStatus
+from ..store.base import Store
+from .connection import mongo_error, open_database, reach_kafka, reach_mongo
+from .follow import read_task
+
+CLIENT_TIMEOUT_MS = 5_000
+"""How long a command waits for MongoDB to answer before saying it cannot reach it."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The task's id, and False in ``created`` when a task with that id existed already."""
+
+    task_id: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """The task as it was when the cancel was asked for; ``requested`` False when it had ended."""
+
+    status: TaskStatus
+    requested: bool
+
+
+class Client:
+    """Task operations over a store; ``feed`` (None: MongoDB only) carries the notices."""
+
+    def __init__(self, store: Store, feed: ChangeFeed | None = None) -> None:
+        self.store = store
+        self.feed = feed
+
+    async def submit(self, spec: GraphSpec, params: dict[str, Any], task_id: str | None = None) -> Submitted:
+        """Store the task unowned and wake the coordinators. With ``task_id`` it is
+        idempotent: a task with that id is left as it is."""
+        task_id = task_id or uuid.uuid4().hex
+        status = new_task_status(task_id, spec, params, owner=None)
+        created = await self.store.create_task(status, spec.model_dump(mode="json"))
+        self._announce(task_id, "new")
+        return Submitted(task_id, created)
+
+    async def cancel(self, task_id: str, reason: str = "cancelled by user (flowkit cancel)") -> CancelRequest:
+        """Ask the task's coordinator to cancel it; nothing to do if it has ended."""
+        status = await read_task(self.store, task_id)
+        if status.status.terminal:
+            return CancelRequest(status, requested=False)
+        await self.store.request_cancel(task_id, reason)
+        self._announce(task_id, "cancel")
+        return CancelRequest(status, requested=True)
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """The task's status; TaskNotFound if there is none."""
+        return await read_task(self.store, task_id)
+
+    async def tasks(self, states: set[State] | None, limit: int) -> list[TaskStatus]:
+        """The ``limit`` most recent tasks (in ``states``), oldest first."""
+        return await self.store.list_tasks(states, limit)
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every worker's state document, as the workers last wrote it."""
+        return await self.store.list_worker_states()
+
+    def _announce(self, task_id: str, reason: str) -> None:
+        if self.feed is not None:
+            self.feed.announce(task_id, reason)
+
+
+@contextlib.asynccontextmanager
+async def open_client(settings: ConnectionSettings, *, kafka: bool) -> AsyncIterator[Client]:
+    """A Client on MongoDB, and with ``kafka`` the change feed too (notices sent and heard).
+
+    Raises :class:`~flowkit.console.connection.Unreachable` when either cannot be
+    reached, or MongoDB stops answering while inside.
+    """
+    from pymongo.errors import PyMongoError
+
+    db = open_database(settings, timeout_ms=CLIENT_TIMEOUT_MS)
+    try:
+        await reach_mongo(db, settings)
+        if not kafka:
+            from ..store.mongo import MongoStore
+
+            yield Client(MongoStore(db))
+            return
+        backends = resolve_backends(db, None, None, settings, client_id=f"flowkit-cli-{uuid.uuid4().hex[:8]}")
+        await reach_kafka(backends, settings)
+        try:
+            yield Client(backends.store, backends.feed)
+        finally:
+            await backends.release()  # sends the notices still pending first
+    except PyMongoError as exc:
+        raise mongo_error(exc, settings) from None
+    finally:
+        await db.client.close()
