@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NodeNotFound, TaskNotFound
-from ..states import State, TaskStatus, apply_fields
-from .base import Artifact
+from ..errors import LeaseLost, NodeNotFound, TaskNotFound
+from ..states import NodeError, NodeStatus, State, TaskStatus, apply_fields
+from .base import Artifact, ChangeListener, Fence, RunRecord, RunState
+from .fields import check_names, task_fields_to_write, worker_state_paths
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,18 +25,45 @@ class _Stream:
 
 @dataclass
 class _TaskEntry:
-    status: TaskStatus
+    status: TaskStatus  # status.owner is the owner
     graph: dict[str, Any]
+    owner_until: float = 0.0
+    fence: int = 0
     streams: dict[str, _Stream] = field(default_factory=dict)
     batches: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
-    version: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    runs: dict[tuple[str, int], RunRecord] = field(default_factory=dict)
+
+    @property
+    def claimable_at(self) -> float | None:
+        """Claimable at any ``now`` past this (None: never, the task is terminal)."""
+        if self.status.status.terminal:
+            return None
+        return float("-inf") if self.status.owner is None else self.owner_until
+
+    def holds(self, fence: Fence) -> bool:
+        return self.status.owner == fence.owner and self.fence == fence.token
+
+
+def _plain(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like) as MongoDB would hand it back: str keys, lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 class MemoryStore:
+    """The :class:`~flowkit.store.base.Store` in this process's memory (one process sees all)."""
+
     def __init__(self) -> None:
         self._tasks: dict[str, _TaskEntry] = {}
+        self._workers: dict[str, dict[str, Any]] = {}
+        # Versions outlive a deleted task: a waiter never sees a re-created task "unchanged".
+        self._versions: dict[str, int] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._listener: ChangeListener | None = None
 
     def _entry(self, task_id: str) -> _TaskEntry:
         try:
@@ -39,14 +71,34 @@ class MemoryStore:
         except KeyError:
             raise TaskNotFound(task_id) from None
 
-    def _bump(self, entry: _TaskEntry) -> None:
-        entry.version += 1
-        entry.changed.set()
-        entry.changed = asyncio.Event()
+    def _wake(self, task_id: str) -> None:
+        self._versions[task_id] = self._versions.get(task_id, 0) + 1
+        event = self._changed.pop(task_id, None)
+        if event is not None:
+            event.set()
+
+    def _bump(self, task_id: str) -> None:
+        """After a write of this store: wake waiters, then tell the listener."""
+        self._wake(task_id)
+        if self._listener is not None:
+            try:
+                self._listener(task_id)
+            except Exception:
+                log.exception("task %s: the change listener failed", task_id)
 
     # -- tasks --
-    async def create_task(self, status: TaskStatus, graph: dict[str, Any]) -> None:
-        self._tasks[status.task_id] = _TaskEntry(status=status.snapshot(), graph=graph)
+    async def create_task(
+        self, status: TaskStatus, graph: dict[str, Any], *, owner: str | None = None, lease_sec: float = 0.0
+    ) -> bool:
+        """Insert the task; False (nothing changed) if the id exists."""
+        if status.task_id in self._tasks:
+            return False
+        entry = _TaskEntry(status=status.model_copy(update={"owner": owner}).snapshot(), graph=graph)
+        if owner is not None:
+            entry.owner_until, entry.fence = time.time() + lease_sec, 1
+        self._tasks[status.task_id] = entry
+        self._bump(status.task_id)
+        return True
 
     async def get_task(self, task_id: str) -> TaskStatus | None:
         entry = self._tasks.get(task_id)
@@ -56,18 +108,84 @@ class MemoryStore:
         entry = self._tasks.get(task_id)
         return entry.graph if entry else None
 
-    async def update_task(self, task_id: str, fields: dict[str, Any]) -> None:
-        entry = self._entry(task_id)
-        apply_fields(entry.status, fields)
-        self._bump(entry)
+    async def update_task(self, task_id: str, fields: dict[str, Any], *, fence: Fence | None = None) -> None:
+        await self.write_task(task_id, fields, {}, fence=fence)
 
-    async def update_node(self, task_id: str, node_id: str, fields: dict[str, Any]) -> None:
+    async def update_node(
+        self, task_id: str, node_id: str, fields: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        await self.write_task(task_id, {}, {node_id: fields}, fence=fence)
+
+    async def write_task(
+        self,
+        task_id: str,
+        task_fields: dict[str, Any],
+        node_fields: dict[str, dict[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> None:
+        """Set task fields and nodes' fields at once; every check passes before anything is set."""
+        task_fields = task_fields_to_write(task_fields, fence)
+        check_names(TaskStatus, task_fields)
+        for fields in node_fields.values():
+            check_names(NodeStatus, fields)
         entry = self._entry(task_id)
-        node = entry.status.nodes.get(node_id)
-        if node is None:
-            raise NodeNotFound(task_id, node_id)
-        apply_fields(node, fields)
-        self._bump(entry)
+        nodes = entry.status.nodes
+        missing = next((node_id for node_id in node_fields if node_id not in nodes), None)
+        if missing is not None:
+            raise NodeNotFound(task_id, missing)
+        if fence is not None and not entry.holds(fence):
+            raise LeaseLost(task_id, fence.owner, fence.token)
+        apply_fields(entry.status, task_fields)
+        for node_id, fields in node_fields.items():
+            apply_fields(nodes[node_id], fields)
+        self._bump(task_id)
+
+    async def delete_task(self, task_id: str) -> bool:
+        if self._tasks.pop(task_id, None) is None:
+            return False
+        self._bump(task_id)
+        return True
+
+    async def request_cancel(self, task_id: str, reason: str) -> None:
+        self._entry(task_id).status.cancel_requested = reason
+        self._bump(task_id)
+
+    # -- ownership --
+    async def claim_task(self, task_id: str, owner: str, lease_sec: float, now: float) -> Fence | None:
+        entry = self._tasks.get(task_id)
+        claimable_at = entry.claimable_at if entry else None
+        if entry is None or claimable_at is None or claimable_at >= now:
+            return None
+        entry.status.owner, entry.owner_until = owner, now + lease_sec
+        entry.fence += 1
+        self._bump(task_id)
+        return Fence(owner, entry.fence)
+
+    async def renew_leases(self, owner: str, lease_sec: float, now: float) -> set[str]:
+        held = {
+            tid for tid, e in self._tasks.items() if e.status.owner == owner and not e.status.status.terminal
+        }
+        for task_id in held:
+            self._tasks[task_id].owner_until = now + lease_sec
+        return held
+
+    async def release_task(self, fence: Fence, task_id: str) -> None:
+        entry = self._tasks.get(task_id)
+        if entry is not None and entry.holds(fence):
+            entry.status.owner, entry.owner_until = None, 0.0
+            self._bump(task_id)
+
+    async def claimable_tasks(self, now: float, limit: int = 100) -> list[str]:
+        """Oldest first."""
+        found: list[str] = []
+        for task_id, entry in self._tasks.items():
+            if len(found) == limit:
+                break
+            claimable_at = entry.claimable_at
+            if claimable_at is not None and claimable_at < now:
+                found.append(task_id)
+        return found
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
         entry = self._tasks.get(task_id)
@@ -89,14 +207,14 @@ class MemoryStore:
             # Replaced, never mutated: artifacts already handed out stay as they were read.
             rewritten = existing.model_copy(update={"meta": meta})
             stream.artifacts[existing.seq - 1] = stream.by_uid[batch_uid] = rewritten
-            self._bump(entry)
+            self._bump(task_id)
             return rewritten
         artifact = Artifact(
             task_id=task_id, node_id=node_id, batch_uid=batch_uid, meta=meta, seq=len(stream.artifacts) + 1
         )
         stream.artifacts.append(artifact)
         stream.by_uid[batch_uid] = artifact
-        self._bump(entry)
+        self._bump(task_id)
         return artifact
 
     async def complete_artifacts(self, task_id: str, node_id: str) -> None:
@@ -105,7 +223,7 @@ class MemoryStore:
         for i, artifact in enumerate(stream.artifacts):
             done = artifact.model_copy(update={"status": "complete"})
             stream.artifacts[i] = stream.by_uid[artifact.batch_uid] = done
-        self._bump(entry)
+        self._bump(task_id)
 
     async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]:
         stream = self._entry(task_id).streams.get(node_id)
@@ -119,6 +237,7 @@ class MemoryStore:
         if batch_uid in done:
             return False
         done[batch_uid] = metrics
+        self._bump(task_id)
         return True
 
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
@@ -131,14 +250,109 @@ class MemoryStore:
         data = self._entry(task_id).checkpoints.get(node_id)
         return dict(data) if data is not None else None
 
+    # -- runs --
+    async def claim_run(
+        self, task_id: str, node_id: str, attempt: int, worker_id: str, lease_sec: float, now: float
+    ) -> bool:
+        """First claim, or the same worker again (a redelivered command: its lease is renewed)."""
+        runs = self._entry(task_id).runs
+        run = runs.get((node_id, attempt))
+        if run is None:
+            runs[node_id, attempt] = RunRecord(
+                task_id=task_id,
+                node_id=node_id,
+                attempt=attempt,
+                worker_id=worker_id,
+                lease_until=now + lease_sec,
+                accepted_at=now,
+            )
+            return True
+        if run.worker_id != worker_id or run.state != "running":
+            return False
+        runs[node_id, attempt] = run.model_copy(update={"lease_until": now + lease_sec})
+        return True
+
+    async def renew_runs(self, worker_id: str, lease_sec: float, now: float) -> int:
+        renewed = 0
+        for entry in self._tasks.values():
+            for key, run in entry.runs.items():
+                if run.worker_id == worker_id and run.state == "running":
+                    entry.runs[key] = run.model_copy(update={"lease_until": now + lease_sec})
+                    renewed += 1
+        return renewed
+
+    async def end_run(
+        self,
+        task_id: str,
+        node_id: str,
+        attempt: int,
+        worker_id: str,
+        state: RunState,
+        *,
+        metrics: dict[str, float] | None = None,
+        error: NodeError | None = None,
+        now: float,
+    ) -> bool:
+        if state == "running":
+            raise ValueError("end_run needs a final state, not 'running'")
+        runs = self._entry(task_id).runs
+        run = runs.get((node_id, attempt))
+        if run is None or run.worker_id != worker_id or run.state != "running":
+            return False
+        ended = {"state": state, "ended_at": now, "metrics": dict(metrics or {}), "error": error}
+        runs[node_id, attempt] = run.model_copy(update=ended)
+        return True
+
+    async def get_runs(self, task_id: str) -> list[RunRecord]:
+        """Sorted by node id, then attempt."""
+        runs = self._entry(task_id).runs
+        return [runs[key].model_copy(deep=True) for key in sorted(runs)]
+
+    # -- worker states --
+    async def set_worker_state(self, worker_id: str, fields: dict[str, Any]) -> None:
+        paths = worker_state_paths(fields)
+        doc = self._workers.get(worker_id, {"worker_id": worker_id})
+        # Every path checked before anything is set: a refused update changes nothing.
+        for path in paths:
+            parent: Any = doc
+            for depth, name in enumerate(path[:-1]):
+                parent = parent.get(name, {})
+                if not isinstance(parent, dict):
+                    raise ValueError(
+                        f"worker state key {'.'.join(path)!r}: {'.'.join(path[: depth + 1])!r} "
+                        "is not a mapping"
+                    )
+        for path, value in zip(paths, fields.values(), strict=True):
+            parent = doc
+            for name in path[:-1]:
+                parent = parent.setdefault(name, {})
+            parent[path[-1]] = _plain(value)
+        doc["updated_at"] = time.time()
+        self._workers[worker_id] = doc
+
+    async def get_worker_state(self, worker_id: str) -> dict[str, Any] | None:
+        doc = self._workers.get(worker_id)
+        return _plain(doc) if doc is not None else None
+
+    async def list_worker_states(self) -> list[dict[str, Any]]:
+        """Sorted by worker id."""
+        return [_plain(self._workers[worker_id]) for worker_id in sorted(self._workers)]
+
     # -- change notification --
     def version(self, task_id: str) -> int:
-        entry = self._tasks.get(task_id)
-        return entry.version if entry else 0
+        return self._versions.get(task_id, 0)
 
     async def wait_changed(self, task_id: str, since: int, timeout: float) -> int:
-        entry = self._entry(task_id)
-        if entry.version == since:
+        self._entry(task_id)
+        if self.version(task_id) == since:
+            event = self._changed.setdefault(task_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.changed.wait(), timeout)
-        return entry.version
+                await asyncio.wait_for(event.wait(), timeout)
+        return self.version(task_id)
+
+    def notice(self, task_id: str) -> None:
+        """Another process changed the task: wake waiters (the listener is not called)."""
+        self._wake(task_id)
+
+    def set_change_listener(self, listener: ChangeListener | None) -> None:
+        self._listener = listener

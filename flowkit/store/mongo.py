@@ -4,24 +4,33 @@ Collections (names in :data:`COLLECTIONS`):
 
 - ``flowkit_tasks``: one document per task, ``_id`` = task id, the graph in ``graph``
   and the nodes as a sub-document keyed by node id, so ``update_node`` is one
-  ``update_one`` with a dotted ``$set`` of ``nodes.<id>.<field>``;
+  ``update_one`` with a dotted ``$set`` of ``nodes.<id>.<field>``; the task's lease in
+  ``owner``, ``owner_until`` (epoch seconds) and ``fence`` (the token, +1 at each claim);
 - ``flowkit_artifacts``: one document per (task, node, batch uid), unique, with a
   ``seq`` unique per node that never changes once given and has no gaps;
 - ``flowkit_seq``: per node, the last ``seq`` given (a hint; the unique index decides);
 - ``flowkit_batches``: one document per counted batch, unique per (task, node, batch
   uid): the first insert wins;
-- ``flowkit_checkpoints``: one document per (task, node).
+- ``flowkit_checkpoints``: one document per (task, node);
+- ``flowkit_claims``: one ticket per (task, fence token), so that of racing claimers
+  exactly one wins (:mod:`.mongo_leases`);
+- ``flowkit_runs`` and ``worker_states``: what workers write (:mod:`.mongo_workers`).
 
 Only single-document operations (conditional where races matter): FerretDB, the
 MongoDB-protocol server the tests use, has no multi-document transactions and no
-change streams. Keys MongoDB cannot store (containing ``.``, starting with ``$``) are
-percent-encoded in every stored mapping and decoded on read, so any node id, metric
-name or user key round-trips.
+change streams. A fenced write carries ``owner`` and ``fence`` in its filter, so a
+coordinator that lost the task writes nothing (on MongoDB; FerretDB 1.24 checks a
+filter and writes in two steps, see :mod:`.mongo_leases`). Keys MongoDB cannot store
+(containing ``.``, starting with ``$``) are percent-encoded in every stored mapping
+and decoded on read (:mod:`.mongo_keys`), so any node id, metric name or user key
+round-trips.
 
 MongoDB cannot notify this process of other processes' writes: :meth:`version` counts
-this process's own writes, and :meth:`wait_changed` returns at such a write or after
-``timeout``. Readers of other processes' writes (the artifact feed) therefore poll,
-every ``poll_ms``.
+this process's own writes and the changes it was told of (:meth:`notice`), and
+:meth:`wait_changed` returns at either or after ``timeout``. Readers of other
+processes' writes (the artifact feed) therefore poll, every ``poll_ms``, unless a
+change feed (:meth:`set_change_listener` on the writer, :meth:`notice` on the reader)
+carries the news.
 
 Example::
 
@@ -36,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
 from collections import defaultdict
 from functools import cache
 from typing import Any
@@ -45,50 +56,28 @@ from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from ..errors import NodeNotFound, TaskNotFound
+from ..errors import FlowKitError, LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeStatus, State, TaskStatus
-from .base import Artifact
+from .base import Artifact, ChangeListener, Fence
+from .fields import check_names, task_fields_to_write
+from .mongo_keys import decode_key, decode_keys, encode_key, encode_keys
+from .mongo_leases import TaskLeases
+from .mongo_workers import WorkerRecords
+
+log = logging.getLogger(__name__)
 
 TASKS = "flowkit_tasks"
 ARTIFACTS = "flowkit_artifacts"
 SEQUENCES = "flowkit_seq"
 BATCHES = "flowkit_batches"
 CHECKPOINTS = "flowkit_checkpoints"
-COLLECTIONS = (TASKS, ARTIFACTS, SEQUENCES, BATCHES, CHECKPOINTS)
+CLAIMS = "flowkit_claims"
+RUNS = "flowkit_runs"
+WORKER_STATES = "worker_states"
+COLLECTIONS = (TASKS, ARTIFACTS, SEQUENCES, BATCHES, CHECKPOINTS, CLAIMS, RUNS, WORKER_STATES)
 
 _NO_ID = {"_id": 0}
-
-
-# -- keys MongoDB refuses ------------------------------------------------------------
-
-
-def encode_key(key: str) -> str:
-    """``%`` → ``%25``, ``.`` → ``%2E``, a leading ``$`` → ``%24``: a key MongoDB accepts."""
-    key = key.replace("%", "%25").replace(".", "%2E")
-    return "%24" + key[1:] if key.startswith("$") else key
-
-
-def decode_key(key: str) -> str:
-    if "%" not in key:
-        return key
-    return key.replace("%24", "$").replace("%2E", ".").replace("%25", "%")
-
-
-def encode_keys(value: Any) -> Any:
-    """A copy of ``value`` (JSON-like) with every mapping key encoded."""
-    if isinstance(value, dict):
-        return {encode_key(str(k)): encode_keys(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [encode_keys(v) for v in value]
-    return value
-
-
-def decode_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {decode_key(k): decode_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode_keys(v) for v in value]
-    return value
+_NOT_STATUS = ("_id", "graph", "order", "owner_until", "fence")  # stored, not in TaskStatus
 
 
 @cache
@@ -101,6 +90,7 @@ def _field_adapter(model: type[TaskStatus] | type[NodeStatus], name: str) -> Typ
 
 def _dump_fields(model: type[TaskStatus] | type[NodeStatus], fields: dict[str, Any]) -> dict[str, Any]:
     """Validate each field as the model declares it and dump it as stored (JSON-like)."""
+    check_names(model, fields)
     out = {}
     for name, value in fields.items():
         adapter = _field_adapter(model, name)
@@ -109,7 +99,7 @@ def _dump_fields(model: type[TaskStatus] | type[NodeStatus], fields: dict[str, A
 
 
 def _task_from_doc(doc: dict[str, Any]) -> TaskStatus:
-    doc = decode_keys({k: v for k, v in doc.items() if k not in ("_id", "graph", "order")})
+    doc = decode_keys({k: v for k, v in doc.items() if k not in _NOT_STATUS})
     return TaskStatus.model_validate(doc)
 
 
@@ -119,7 +109,7 @@ def _artifact_from_doc(doc: dict[str, Any]) -> Artifact:
     return Artifact.model_validate({**doc, "meta": decode_keys(doc.get("meta", {}))})
 
 
-class MongoStore:
+class MongoStore(TaskLeases, WorkerRecords):
     """The :class:`~flowkit.store.base.Store` on MongoDB (or FerretDB).
 
     ``db`` is a ``pymongo.AsyncMongoClient`` database or a motor
@@ -134,11 +124,15 @@ class MongoStore:
         self._sequences = db[SEQUENCES]
         self._batches = db[BATCHES]
         self._checkpoints = db[CHECKPOINTS]
+        self._claims = db[CLAIMS]
+        self._runs = db[RUNS]
+        self._workers = db[WORKER_STATES]
         self._indexed = False
         self._index_lock = asyncio.Lock()
-        self._known: set[str] = set()  # tasks seen to exist (tasks are never deleted)
+        self._known: set[str] = set()  # tasks seen to exist (forgotten when deleted here)
         self._versions: dict[str, int] = defaultdict(int)
         self._changed: dict[str, asyncio.Event] = {}
+        self._listener: ChangeListener | None = None
 
     # -- setup ---------------------------------------------------------------------
 
@@ -158,6 +152,11 @@ class MongoStore:
         await self._batches.create_index([*node, ("batch_uid", ASCENDING)], unique=True, name="batch")
         await self._checkpoints.create_index(node, unique=True, name="node")
         await self._tasks.create_index([("status", ASCENDING), ("order", DESCENDING)], name="state")
+        await self._tasks.create_index([("owner", ASCENDING)], name="owner")
+        await self._tasks.create_index([("owner_until", ASCENDING)], name="lease")
+        await self._claims.create_index([("task_id", ASCENDING)], name="task")
+        await self._runs.create_index([*node, ("attempt", ASCENDING)], name="task")
+        await self._runs.create_index([("worker_id", ASCENDING), ("state", ASCENDING)], name="worker")
 
     async def _require(self, task_id: str) -> None:
         """Raise TaskNotFound unless the task exists (one query per task and process)."""
@@ -167,22 +166,50 @@ class MongoStore:
             raise TaskNotFound(task_id)
         self._known.add(task_id)
 
-    def _bump(self, task_id: str) -> None:
+    def _wake(self, task_id: str) -> None:
         self._versions[task_id] += 1
         event = self._changed.pop(task_id, None)
         if event is not None:
             event.set()
 
+    def _bump(self, task_id: str) -> None:
+        """After a write of this store: wake waiters, then tell the listener."""
+        self._wake(task_id)
+        if self._listener is not None:
+            try:
+                self._listener(task_id)
+            except Exception:
+                log.exception("task %s: the change listener failed", task_id)
+
     # -- tasks ---------------------------------------------------------------------
 
-    async def create_task(self, status: TaskStatus, graph: dict[str, Any]) -> None:
-        """Store a new task (replacing one with the same id) with its graph."""
+    async def create_task(
+        self, status: TaskStatus, graph: dict[str, Any], *, owner: str | None = None, lease_sec: float = 0.0
+    ) -> bool:
+        """Insert a new task with its graph; False (nothing written) if the id exists.
+
+        Insert-only, never a replace: a task id in use keeps its batch records and
+        artifacts, and they are never mixed into a task created afresh.
+        """
         await self.ensure_indexes()
         doc = encode_keys(status.model_dump(mode="json"))
-        doc.update(_id=status.task_id, graph=encode_keys(graph), order=ObjectId())
-        await self._tasks.replace_one({"_id": status.task_id}, doc, upsert=True)
+        held = owner is not None
+        doc.update(
+            _id=status.task_id,
+            # As JSON text: FerretDB stores no nested arrays, and graphs have them (edges).
+            graph=json.dumps(graph),
+            order=ObjectId(),
+            owner=owner,
+            owner_until=time.time() + lease_sec if held else 0.0,
+            fence=1 if held else 0,
+        )
+        try:
+            await self._tasks.insert_one(doc)
+        except DuplicateKeyError:
+            return False
         self._known.add(status.task_id)
         self._bump(status.task_id)
+        return True
 
     async def get_task(self, task_id: str) -> TaskStatus | None:
         doc = await self._tasks.find_one({"_id": task_id}, {"graph": 0})
@@ -190,30 +217,92 @@ class MongoStore:
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
         doc = await self._tasks.find_one({"_id": task_id}, {"graph": 1})
-        return decode_keys(doc["graph"]) if doc is not None else None
+        if doc is None:
+            return None
+        graph: dict[str, Any] = json.loads(doc["graph"])
+        return graph
 
-    async def update_task(self, task_id: str, fields: dict[str, Any]) -> None:
+    async def update_task(self, task_id: str, fields: dict[str, Any], *, fence: Fence | None = None) -> None:
         """Set task fields (``status``, ``result``, ``error``, ...) in one update."""
-        update = _dump_fields(TaskStatus, fields)
-        if "nodes" in update:
-            raise ValueError("update_task cannot replace 'nodes': use update_node")
+        await self.write_task(task_id, fields, {}, fence=fence)
+
+    async def update_node(
+        self, task_id: str, node_id: str, fields: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        """Set node fields in one ``update_one`` (dotted ``$set`` of ``nodes.<id>.<field>``)."""
+        await self.write_task(task_id, {}, {node_id: fields}, fence=fence)
+
+    async def write_task(
+        self,
+        task_id: str,
+        task_fields: dict[str, Any],
+        node_fields: dict[str, dict[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> None:
+        """Task fields and nodes' fields in one ``update_one`` (``nodes.<id>.<field>`` paths).
+
+        The filter requires every named node (an unknown node id must not create a half
+        node record) and, with ``fence``, the fence's owner and token.
+        """
+        update = _dump_fields(TaskStatus, task_fields_to_write(task_fields, fence))
+        query: dict[str, Any] = {"_id": task_id}
+        for node_id, fields in node_fields.items():
+            path = f"nodes.{encode_key(node_id)}"
+            query[path] = {"$exists": True}
+            update.update({f"{path}.{name}": v for name, v in _dump_fields(NodeStatus, fields).items()})
+        if fence is not None:
+            query.update(owner=fence.owner, fence=fence.token)
         if update:
-            result = await self._tasks.update_one({"_id": task_id}, {"$set": update})
-            if result.matched_count == 0:
-                raise TaskNotFound(task_id)
-        else:
-            await self._require(task_id)
+            matched = (await self._tasks.update_one(query, {"$set": update})).matched_count > 0
+        else:  # nothing to set: the same checks, as a read
+            matched = await self._tasks.find_one(query, {"_id": 1}) is not None
+        if not matched:
+            raise await self._refusal(task_id, list(node_fields), fence)
+        self._known.add(task_id)
         self._bump(task_id)
 
-    async def update_node(self, task_id: str, node_id: str, fields: dict[str, Any]) -> None:
-        """Set node fields in one ``update_one`` (dotted ``$set`` of ``nodes.<id>.<field>``)."""
-        path = f"nodes.{encode_key(node_id)}"
-        update = {f"{path}.{name}": value for name, value in _dump_fields(NodeStatus, fields).items()}
-        # The guard keeps an unknown node id from creating a half node record.
-        result = await self._tasks.update_one({"_id": task_id, path: {"$exists": True}}, {"$set": update})
+    async def _refusal(self, task_id: str, node_ids: list[str], fence: Fence | None) -> FlowKitError:
+        """Why a guarded task write matched nothing, read after the fact."""
+        paths = {f"nodes.{encode_key(n)}.status": 1 for n in node_ids}
+        doc = await self._tasks.find_one({"_id": task_id}, {"_id": 1, **paths})
+        if doc is None:
+            self._known.discard(task_id)
+            return TaskNotFound(task_id)
+        nodes = doc.get("nodes", {})
+        missing = next((n for n in node_ids if encode_key(n) not in nodes), None)
+        if missing is not None:
+            return NodeNotFound(task_id, missing)
+        if fence is not None:  # tokens only grow: a fence that failed once stays stale
+            return LeaseLost(task_id, fence.owner, fence.token)
+        return TaskNotFound(task_id)  # it was missing at the write and created since
+
+    async def delete_task(self, task_id: str) -> bool:
+        """Remove the task and everything recorded for it; True if the task existed.
+
+        The task document goes last: until it is gone no ``create_task`` can reuse the
+        id, so a task created afresh never sees the old one's records; a delete cut short
+        is finished by calling it again. Seq hints go before the artifacts that name
+        their nodes. Writers still busy with the task may leave records behind: delete
+        tasks that are terminal.
+        """
+        doc = await self._tasks.find_one({"_id": task_id}, {"nodes": 1})
+        node_ids = {decode_key(k) for k in (doc or {}).get("nodes", {})}
+        node_ids.update(await self._artifacts.distinct("node_id", {"task_id": task_id}))
+        hints = [json.dumps([task_id, node_id]) for node_id in sorted(node_ids)]
+        await self._sequences.delete_many({"_id": {"$in": hints}})
+        for records in (self._artifacts, self._batches, self._checkpoints, self._runs, self._claims):
+            await records.delete_many({"task_id": task_id})
+        deleted: bool = (await self._tasks.delete_one({"_id": task_id})).deleted_count > 0
+        self._known.discard(task_id)
+        if deleted:
+            self._bump(task_id)
+        return deleted
+
+    async def request_cancel(self, task_id: str, reason: str) -> None:
+        result = await self._tasks.update_one({"_id": task_id}, {"$set": {"cancel_requested": reason}})
         if result.matched_count == 0:
-            await self._require(task_id)
-            raise NodeNotFound(task_id, node_id)
+            raise TaskNotFound(task_id)
         self._bump(task_id)
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
@@ -300,6 +389,7 @@ class MongoStore:
             await self._batches.insert_one({**key, "metrics": encode_keys(metrics)})
         except DuplicateKeyError:
             return False
+        self._bump(task_id)
         return True
 
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
@@ -327,15 +417,22 @@ class MongoStore:
     # -- change notification -----------------------------------------------------------
 
     def version(self, task_id: str) -> int:
-        """How many writes to the task this process has made (MongoDB cannot notify)."""
+        """How many writes to the task this process made or was told of (:meth:`notice`)."""
         return self._versions.get(task_id, 0)
 
     async def wait_changed(self, task_id: str, since: int, timeout: float) -> int:
-        """Return at this process's next write to the task, or after ``timeout`` (the
-        poll interval): writes by other processes are seen only by reading again."""
+        """Return at this process's next write to the task or :meth:`notice` of it, or
+        after ``timeout`` (the poll interval): other writes are seen only by reading again."""
         await self._require(task_id)
         if self.version(task_id) == since:
             event = self._changed.setdefault(task_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         return self.version(task_id)
+
+    def notice(self, task_id: str) -> None:
+        """Another process changed the task: wake waiters (the listener is not called)."""
+        self._wake(task_id)
+
+    def set_change_listener(self, listener: ChangeListener | None) -> None:
+        self._listener = listener

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import Any
 
 import pytest
 
 from flowkit.errors import NodeNotFound, TaskNotFound
 from flowkit.states import NodeError, NodeStatus, State, TaskStatus
-from flowkit.store.base import Store
+from flowkit.store.base import Fence, Store
 
 # Node ids and keys MongoDB cannot take as they are: they must round-trip all the same.
 ODD = "load.v2"
@@ -174,6 +176,11 @@ async def test_checkpoints_save_replace_and_load(store: Store) -> None:
         lambda s: s.save_checkpoint("missing", "extract", {}),
         lambda s: s.load_checkpoint("missing", "extract"),
         lambda s: s.wait_changed("missing", 0, 0.01),
+        lambda s: s.write_task("missing", {"status": State.RUNNING}, {"extract": {"attempts": 1}}),
+        lambda s: s.request_cancel("missing", "user"),
+        lambda s: s.claim_run("missing", "extract", 1, "w1", 30.0, 100.0),
+        lambda s: s.end_run("missing", "extract", 1, "w1", "finished", now=100.0),
+        lambda s: s.get_runs("missing"),
     ],
     ids=[
         "update_task",
@@ -186,6 +193,11 @@ async def test_checkpoints_save_replace_and_load(store: Store) -> None:
         "save_checkpoint",
         "load_checkpoint",
         "wait_changed",
+        "write_task",
+        "request_cancel",
+        "claim_run",
+        "end_run",
+        "get_runs",
     ],
 )
 async def test_an_unknown_task_raises_task_not_found(store: Store, call: object) -> None:
@@ -218,3 +230,226 @@ async def test_own_writes_bump_the_version_and_wake_a_waiter(store: Store) -> No
     await store.put_artifact("t1", ODD, "b1", {})
     assert await asyncio.wait_for(waiter, 5) > before
     assert await store.wait_changed("t1", before, timeout=10) == store.version("t1"), "no wait when behind"
+
+
+async def test_create_task_is_insert_only_and_keeps_the_existing_task(store: Store) -> None:
+    assert await store.create_task(new_status("t1"), GRAPH) is True
+    await store.update_node("t1", ODD, {"attempts": 3})
+    await store.record_batch("t1", ODD, "b1", {"rows": 1.0})
+    await store.put_artifact("t1", ODD, "b1", {"path": "/a"})
+    before, version = await store.get_task("t1"), store.version("t1")
+
+    reset = new_status("t1", nodes=("other",)).model_copy(update={"params": {"new": True}})
+    assert await store.create_task(reset, {"nodes": []}) is False
+
+    assert await store.get_task("t1") == before
+    assert await store.get_graph("t1") == GRAPH
+    assert await store.batch_records("t1", ODD) == {"b1": {"rows": 1.0}}
+    assert [a.batch_uid for a in await store.list_artifacts("t1", ODD)] == ["b1"]
+    assert store.version("t1") == version, "a refused create is no change"
+
+
+async def test_write_task_sets_task_and_nodes_fields_in_one_update(store: Store) -> None:
+    await store.create_task(new_status("t1", nodes=("extract", ODD, "idle")), GRAPH)
+    tasks = _record_task_calls(store)
+    version = store.version("t1")
+    await store.write_task(
+        "t1",
+        {"status": State.RUNNING, "result": {"k.v": 1}},
+        {"extract": {"status": State.FINISHED, "batches": 4}, ODD: {"status": State.RUNNING, "note": "go"}},
+    )
+
+    if tasks is not None:
+        assert tasks.calls == ["update_one"], "one single-document update"
+    assert store.version("t1") == version + 1
+    task = await store.get_task("t1")
+    assert task is not None
+    assert (task.status, task.result) == (State.RUNNING, {"k.v": 1})
+    assert (task.nodes["extract"].status, task.nodes["extract"].batches) == (State.FINISHED, 4)
+    assert (task.nodes[ODD].status, task.nodes[ODD].note, task.nodes[ODD].batches) == (State.RUNNING, "go", 0)
+    assert task.nodes["idle"] == NodeStatus(node_id="idle", type="etl")
+
+
+async def test_write_task_with_an_unknown_node_writes_nothing(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    before = await store.get_task("t1")
+    with pytest.raises(NodeNotFound) as caught:
+        await store.write_task("t1", {"status": State.RUNNING}, {"extract": {"attempts": 1}, "ghost": {}})
+    assert (caught.value.task_id, caught.value.node_id) == ("t1", "ghost")
+    assert await store.get_task("t1") == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"nodes": {}}, ValueError),
+        ({"owner": "c9"}, ValueError),
+        ({"fence": 7}, ValueError),
+        ({"status": State.RUNNING, "owner": "c9"}, ValueError),
+        ({"task_id": "t2"}, AttributeError),
+        ({"no_such_field": 1}, AttributeError),
+    ],
+    ids=["nodes", "owner", "fence", "status-and-owner", "task_id", "unknown"],
+)
+async def test_update_task_refuses_nodes_identity_and_ownership(
+    store: Store, fields: dict[str, Any], error: type[Exception]
+) -> None:
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    before = await store.get_task("t1")
+    with pytest.raises(error):
+        await store.update_task("t1", fields)
+    with pytest.raises(error):
+        await store.write_task("t1", fields, {})
+    assert await store.get_task("t1") == before
+
+
+async def test_update_node_refuses_its_identity(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    with pytest.raises(AttributeError):
+        await store.update_node("t1", ODD, {"node_id": "other"})
+    with pytest.raises(AttributeError):
+        await store.write_task("t1", {"status": State.RUNNING}, {ODD: {"node_id": "other"}})
+    task = await store.get_task("t1")
+    assert task is not None and task.status == State.QUEUED and task.nodes[ODD].node_id == ODD
+
+
+async def test_delete_task_removes_the_task_and_everything_recorded_for_it(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    await store.create_task(new_status("t2"), GRAPH)
+    for task_id in ("t1", "t2"):
+        await store.put_artifact(task_id, ODD, "b1", {})
+        await store.put_artifact(task_id, ODD, "b2", {})
+        await store.put_artifact(task_id, "not-a-node", "b1", {})
+        await store.record_batch(task_id, ODD, "b1", {"rows": 1.0})
+        await store.save_checkpoint(task_id, ODD, {"offset": 3})
+        await store.claim_run(task_id, ODD, 1, "w1", 30.0, 100.0)
+        assert await store.claim_task(task_id, "c1", 10.0, now=100.0) == Fence("c1", 1)
+
+    assert await store.delete_task("t1") is True
+    assert await store.get_task("t1") is None and await store.get_graph("t1") is None
+    for read in (
+        store.list_artifacts("t1", ODD),
+        store.list_artifacts("t1", "not-a-node"),
+        store.batch_records("t1", ODD),
+        store.load_checkpoint("t1", ODD),
+        store.get_runs("t1"),
+    ):
+        with pytest.raises(TaskNotFound):
+            await read
+    assert await store.delete_task("t1") is False
+
+    # The same id again starts from nothing: no old records, artifact seqs from 1.
+    assert await store.create_task(new_status("t1"), GRAPH) is True
+    assert await store.list_artifacts("t1", ODD) == []
+    assert await store.batch_records("t1", ODD) == {}
+    assert await store.load_checkpoint("t1", ODD) is None
+    assert await store.get_runs("t1") == []
+    assert (await store.put_artifact("t1", ODD, "b9", {})).seq == 1
+    assert (await store.put_artifact("t1", "not-a-node", "b9", {})).seq == 1
+    assert await store.record_batch("t1", ODD, "b1", {"rows": 2.0}) is True
+    assert await store.claim_run("t1", ODD, 1, "w2", 30.0, 100.0) is True
+    assert await store.claim_task("t1", "c2", 10.0, now=100.0) == Fence("c2", 1)
+
+    # The other task keeps everything.
+    assert [a.seq for a in await store.list_artifacts("t2", ODD)] == [1, 2]
+    assert await store.batch_records("t2", ODD) == {"b1": {"rows": 1.0}}
+    assert await store.load_checkpoint("t2", ODD) == {"offset": 3}
+    assert [r.worker_id for r in await store.get_runs("t2")] == ["w1"]
+
+
+async def test_request_cancel_needs_no_fence(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    await store.request_cancel("t1", "cancelled by user")
+    task = await store.get_task("t1")
+    assert task is not None
+    assert (task.cancel_requested, task.owner, task.status) == ("cancelled by user", "c1", State.QUEUED)
+
+
+# -- change notification -------------------------------------------------------------
+
+
+async def test_the_change_listener_hears_every_write_of_this_store(store: Store) -> None:
+    heard: list[str] = []
+    store.set_change_listener(heard.append)
+    await store.create_task(new_status("t1"), GRAPH)
+    await store.create_task(new_status("t2"), GRAPH)
+    assert heard == ["t1", "t2"]
+
+    writes = [
+        store.create_task(new_status("t1"), GRAPH),  # refused: no write, no call
+        store.update_task("t1", {"status": State.RUNNING}),
+        store.update_node("t1", ODD, {"attempts": 1}),
+        store.write_task("t1", {}, {ODD: {"batches": 1}}),
+        store.put_artifact("t1", ODD, "b1", {}),
+        store.put_artifact("t1", ODD, "b1", {"again": 1}),
+        store.complete_artifacts("t1", ODD),
+        store.record_batch("t1", ODD, "b1", {}),
+        store.record_batch("t1", ODD, "b1", {}),  # a duplicate: no write, no call
+        store.request_cancel("t1", "user"),
+    ]
+    for write in writes:
+        await write
+    assert heard == ["t1", "t2"] + ["t1"] * 8
+
+    store.notice("t1")
+    assert len(heard) == 10, "notice reports another process's write: no call"
+    assert await store.delete_task("t2") is True
+    assert await store.delete_task("t2") is False
+    assert heard[10:] == ["t2"]
+
+    store.set_change_listener(None)
+    await store.update_task("t1", {"status": State.FINISHED})
+    assert len(heard) == 11
+
+
+async def test_a_failing_listener_never_fails_the_write(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(task_id: str) -> None:
+        raise RuntimeError(f"feed down for {task_id}")
+
+    store.set_change_listener(broken)
+    with caplog.at_level(logging.ERROR, logger="flowkit.store"):
+        await store.create_task(new_status("t1"), GRAPH)
+        await store.update_task("t1", {"status": State.RUNNING})
+    task = await store.get_task("t1")
+    assert task is not None and task.status == State.RUNNING
+    assert [r.getMessage() for r in caplog.records] == ["task t1: the change listener failed"] * 2
+    assert all(r.exc_info is not None and isinstance(r.exc_info[1], RuntimeError) for r in caplog.records)
+
+
+async def test_notice_bumps_the_version_and_wakes_a_waiter(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    heard: list[str] = []
+    store.set_change_listener(heard.append)
+    before = store.version("t1")
+
+    waiter = asyncio.create_task(store.wait_changed("t1", before, timeout=10))
+    await asyncio.sleep(0)  # let the waiter start waiting
+    store.notice("t1")
+    assert await asyncio.wait_for(waiter, 5) == before + 1
+    assert store.version("t1") == before + 1
+    assert heard == []
+
+
+class _CallRecorder:
+    """Stands in for a collection, recording which of its methods are used."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        return getattr(self.inner, name)
+
+
+def _record_task_calls(store: Store) -> _CallRecorder | None:
+    """For MongoStore: record the calls on the tasks collection from now on."""
+    from flowkit.store.memory import MemoryStore
+
+    if isinstance(store, MemoryStore):
+        return None
+    recorder = _CallRecorder(store._tasks)  # type: ignore[attr-defined]
+    store._tasks = recorder  # type: ignore[attr-defined]
+    return recorder

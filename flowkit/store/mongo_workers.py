@@ -1,0 +1,144 @@
+"""Runs and worker states in MongoDB: the records workers write (part of MongoStore).
+
+- runs (``flowkit_runs``): one document per attempt, ``_id`` =
+  ``json.dumps([task_id, node_id, attempt])``. The first claim inserts it, so of two
+  workers handed the same attempt only one holds it; the outcome is a conditional
+  update on (worker, ``running``), so a worker that lost the attempt cannot end it;
+- worker states (``worker_states``): one document per worker, ``_id`` = worker id,
+  upserted with a ``$set`` of dotted paths (``active_run.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError, WriteError
+
+from ..states import NodeError
+from .base import RunRecord, RunState
+from .fields import worker_state_paths
+from .mongo_keys import decode_keys, encode_keys, encode_path
+
+_NO_ID = {"_id": 0}
+_PATH_NOT_VIABLE = 28  # MongoDB's code for a $set path through a value that is not a document
+
+
+def _run_id(task_id: str, node_id: str, attempt: int) -> str:
+    return json.dumps([task_id, node_id, attempt])
+
+
+def _run_from_doc(doc: dict[str, Any]) -> RunRecord:
+    doc = {k: v for k, v in doc.items() if k != "_id"}
+    return RunRecord.model_validate({**doc, "metrics": decode_keys(doc.get("metrics", {}))})
+
+
+class WorkerRecords:
+    """The runs and worker-state methods of :class:`~flowkit.store.mongo.MongoStore`."""
+
+    _runs: Any
+    _workers: Any
+
+    async def ensure_indexes(self) -> None:
+        raise NotImplementedError
+
+    async def _require(self, task_id: str) -> None:
+        raise NotImplementedError
+
+    # -- runs ------------------------------------------------------------------------
+
+    async def claim_run(
+        self, task_id: str, node_id: str, attempt: int, worker_id: str, lease_sec: float, now: float
+    ) -> bool:
+        """First claim, or the same worker again (a redelivered command: its lease is renewed)."""
+        await self._require(task_id)
+        await self.ensure_indexes()
+        key = _run_id(task_id, node_id, attempt)
+        run = RunRecord(
+            task_id=task_id,
+            node_id=node_id,
+            attempt=attempt,
+            worker_id=worker_id,
+            lease_until=now + lease_sec,
+            accepted_at=now,
+        )
+        try:
+            await self._runs.insert_one({"_id": key, **run.model_dump(mode="json")})
+        except DuplicateKeyError:
+            mine = {"_id": key, "worker_id": worker_id, "state": "running"}
+            result = await self._runs.update_one(mine, {"$set": {"lease_until": now + lease_sec}})
+            return bool(result.matched_count)
+        return True
+
+    async def renew_runs(self, worker_id: str, lease_sec: float, now: float) -> int:
+        # matched, not modified: a renewal to the same instant is still a held attempt.
+        result = await self._runs.update_many(
+            {"worker_id": worker_id, "state": "running"}, {"$set": {"lease_until": now + lease_sec}}
+        )
+        return int(result.matched_count)
+
+    async def end_run(
+        self,
+        task_id: str,
+        node_id: str,
+        attempt: int,
+        worker_id: str,
+        state: RunState,
+        *,
+        metrics: dict[str, float] | None = None,
+        error: NodeError | None = None,
+        now: float,
+    ) -> bool:
+        if state == "running":
+            raise ValueError("end_run needs a final state, not 'running'")
+        mine = {"_id": _run_id(task_id, node_id, attempt), "worker_id": worker_id, "state": "running"}
+        ended = {
+            "state": state,
+            "ended_at": now,
+            "metrics": encode_keys(dict(metrics or {})),
+            "error": error.model_dump(mode="json") if error is not None else None,
+        }
+        result = await self._runs.update_one(mine, {"$set": ended})
+        if not result.matched_count:
+            await self._require(task_id)
+            return False
+        return True
+
+    async def get_runs(self, task_id: str) -> list[RunRecord]:
+        """Sorted by node id, then attempt."""
+        order = [("node_id", ASCENDING), ("attempt", ASCENDING)]
+        docs = await self._runs.find({"task_id": task_id}).sort(order).to_list(length=None)
+        if not docs:
+            await self._require(task_id)
+        return [_run_from_doc(d) for d in docs]
+
+    # -- worker states ---------------------------------------------------------------
+
+    async def set_worker_state(self, worker_id: str, fields: dict[str, Any]) -> None:
+        paths = worker_state_paths(fields)
+        update = {encode_path(p): encode_keys(v) for p, v in zip(paths, fields.values(), strict=True)}
+        update.update(worker_id=worker_id, updated_at=time.time())
+        query = {"_id": worker_id}
+        try:
+            try:
+                await self._workers.update_one(query, {"$set": update}, upsert=True)
+            except DuplicateKeyError:  # two first upserts raced: the document exists now
+                await self._workers.update_one(query, {"$set": update})
+        except WriteError as e:
+            if e.code != _PATH_NOT_VIABLE:
+                raise
+            message = (e.details or {}).get("errmsg", str(e))
+            raise ValueError(
+                f"worker state of {worker_id!r}: a key runs through a non-mapping: {message}"
+            ) from e
+
+    async def get_worker_state(self, worker_id: str) -> dict[str, Any] | None:
+        doc = await self._workers.find_one({"_id": worker_id}, _NO_ID)
+        return decode_keys(doc) if doc is not None else None
+
+    async def list_worker_states(self) -> list[dict[str, Any]]:
+        """Sorted by worker id."""
+        docs = await self._workers.find({}, _NO_ID).sort("worker_id", ASCENDING).to_list(length=None)
+        return [decode_keys(d) for d in docs]

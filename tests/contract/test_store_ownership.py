@@ -1,0 +1,358 @@
+"""The Store contract, continued: task ownership (leases with fencing tokens), runs and
+worker states, for MemoryStore and MongoStore (pymongo's async client and motor)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from flowkit.errors import LeaseLost, NodeNotFound, TaskNotFound
+from flowkit.states import NodeError, State
+from flowkit.store.base import Fence, RunRecord, Store
+
+from .test_store_contract import GRAPH, ODD, new_status
+
+
+@pytest.fixture
+def peer(store: Store, store_db: Any) -> Store:
+    """The same backend as another process sees it (in memory: the one shared store)."""
+    if store_db is None:
+        return store
+    from flowkit.store.mongo import MongoStore
+
+    return MongoStore(store_db)
+
+
+async def tasks_created(store: Store, *task_ids: str) -> None:
+    for task_id in task_ids:
+        assert await store.create_task(new_status(task_id), GRAPH)
+
+
+# -- ownership ---------------------------------------------------------------------
+
+
+async def test_a_task_created_with_an_owner_is_held_with_fence_one(store: Store) -> None:
+    started = time.time()
+    assert await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    task = await store.get_task("t1")
+    assert task is not None and task.owner == "c1"
+
+    await store.update_task("t1", {"status": State.RUNNING}, fence=Fence("c1", 1))
+    with pytest.raises(LeaseLost):
+        await store.update_task("t1", {"status": State.FAILED}, fence=Fence("c1", 0))
+    assert await store.claim_task("t1", "c2", 60, now=started + 59) is None, "the lease runs 60 s"
+    assert await store.claimable_tasks(now=started + 59) == []
+    assert await store.claim_task("t1", "c2", 60, now=time.time() + 61) == Fence("c2", 2)
+
+
+async def test_a_task_created_without_an_owner_is_claimable_at_once(store: Store) -> None:
+    await tasks_created(store, "t1")
+    task = await store.get_task("t1")
+    assert task is not None and task.owner is None
+    assert await store.claimable_tasks(now=0.0) == ["t1"]
+    assert await store.claim_task("t1", "c1", 10, now=0.0) == Fence("c1", 1)
+    task = await store.get_task("t1")
+    assert task is not None and task.owner == "c1"
+
+
+async def test_racing_claims_have_exactly_one_winner(store: Store, peer: Store) -> None:
+    task_ids = [f"t{i}" for i in range(6)]
+    await tasks_created(store, *task_ids)
+    for now, token in [(100.0, 1), (200.0, 2)]:  # unowned, then with the winner's lease run out
+        for task_id in task_ids:
+            fences = await asyncio.gather(
+                *(s.claim_task(task_id, f"c{i}", 10, now=now) for i, s in enumerate([store, peer] * 3))
+            )
+            won = [f for f in fences if f is not None]
+            assert len(won) == 1 and won[0].token == token, f"{task_id}: {fences}"
+            task = await peer.get_task(task_id)
+            assert task is not None and task.owner == won[0].owner
+
+
+async def test_a_fenced_write_after_another_claim_is_refused_and_writes_nothing(
+    store: Store, peer: Store
+) -> None:
+    await tasks_created(store, "t1")
+    old = await store.claim_task("t1", "c1", 10, now=100.0)
+    new = await peer.claim_task("t1", "c2", 10, now=200.0)  # c1's lease ran out at 110
+    assert (old, new) == (Fence("c1", 1), Fence("c2", 2))
+    before = await store.get_task("t1")
+
+    stale_writes = [
+        store.update_task("t1", {"status": State.FAILED}, fence=old),
+        store.update_task("t1", {}, fence=old),
+        store.update_node("t1", ODD, {"attempts": 9}, fence=old),
+        store.write_task("t1", {"status": State.FAILED}, {ODD: {"attempts": 9}}, fence=old),
+        store.write_task("t1", {}, {}, fence=Fence("c2", 1)),
+        store.write_task("t1", {}, {}, fence=Fence("c1", 2)),
+    ]
+    for write in stale_writes:
+        with pytest.raises(LeaseLost) as caught:
+            await write
+        assert caught.value.task_id == "t1"
+    assert await store.get_task("t1") == before
+
+    await peer.write_task("t1", {"status": State.RUNNING}, {ODD: {"attempts": 1}}, fence=new)
+    task = await store.get_task("t1")
+    assert task is not None and (task.status, task.nodes[ODD].attempts) == (State.RUNNING, 1)
+
+
+async def test_a_fenced_write_may_name_its_own_owner_and_nothing_else(store: Store, peer: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    mine = Fence("c1", 1)
+    await store.write_task("t1", {"owner": "c1", "status": State.RUNNING}, {}, fence=mine)
+    task = await store.get_task("t1")
+    assert task is not None and (task.owner, task.status) == ("c1", State.RUNNING)
+
+    for fields, fence in [({"owner": "c2"}, mine), ({"owner": "c1"}, None), ({"owner": None}, mine)]:
+        with pytest.raises(ValueError):
+            await store.write_task("t1", {**fields, "status": State.FAILED}, {}, fence=fence)
+    assert await peer.claim_task("t1", "c2", 60, now=time.time() + 120) == Fence("c2", 2)
+    with pytest.raises(LeaseLost):
+        await store.write_task("t1", {"owner": "c1", "status": State.FAILED}, {}, fence=mine)
+    task = await store.get_task("t1")
+    assert task is not None and (task.owner, task.status) == ("c2", State.RUNNING)
+
+
+async def test_a_fenced_write_names_a_missing_task_or_node_first(store: Store) -> None:
+    await tasks_created(store, "t1")
+    await store.claim_task("t1", "c1", 10, now=100.0)
+    stale = Fence("c9", 7)
+    with pytest.raises(TaskNotFound):
+        await store.update_task("missing", {"status": State.RUNNING}, fence=stale)
+    with pytest.raises(NodeNotFound) as caught:
+        await store.write_task("t1", {"status": State.RUNNING}, {"extract": {}, "ghost": {}}, fence=stale)
+    assert caught.value.node_id == "ghost"
+    with pytest.raises(NodeNotFound):
+        await store.update_node("t1", "ghost", {"attempts": 1}, fence=Fence("c1", 1))
+    task = await store.get_task("t1")
+    assert task is not None and task.status == State.QUEUED
+
+
+async def test_an_expired_lease_is_claimable(store: Store) -> None:
+    await tasks_created(store, "t1")
+    assert await store.claim_task("t1", "c1", 10, now=100.0) == Fence("c1", 1)
+    assert await store.claimable_tasks(now=110.0) == [], "held until 110 inclusive"
+    assert await store.claim_task("t1", "c2", 10, now=110.0) is None
+    assert await store.claimable_tasks(now=110.5) == ["t1"]
+    assert await store.claim_task("t1", "c2", 10, now=110.5) == Fence("c2", 2)
+    assert await store.claim_task("t1", "c1", 10, now=115.0) is None
+
+
+async def test_renew_leases_extends_and_returns_the_tasks_still_held(store: Store, peer: Store) -> None:
+    await tasks_created(store, "t1", "t2", "t3", "t4", "t5")
+    for task_id in ("t1", "t2", "t3", "t4"):
+        await store.claim_task(task_id, "c1", 10, now=100.0)
+    await peer.claim_task("t3", "c2", 1000, now=150.0)  # taken over after c1's lease ran out
+    await store.update_task("t4", {"status": State.FINISHED}, fence=Fence("c1", 1))
+
+    assert await store.renew_leases("c1", 10, now=200.0) == {"t1", "t2"}
+    assert await store.claimable_tasks(now=210.0) == ["t5"]
+    assert await store.claimable_tasks(now=210.5) == ["t1", "t2", "t5"]
+    assert await peer.renew_leases("c2", 10, now=200.0) == {"t3"}
+    assert await store.renew_leases("nobody", 10, now=200.0) == set()
+    task = await store.get_task("t4")
+    assert task is not None and task.owner == "c1", "a terminal task keeps its owner"
+
+
+async def test_release_makes_the_task_claimable_at_once(store: Store, peer: Store) -> None:
+    await tasks_created(store, "t1")
+    fence = await store.claim_task("t1", "c1", 1000, now=100.0)
+    assert fence is not None
+    assert await store.claimable_tasks(now=101.0) == []
+
+    await store.release_task(fence, "t1")
+    task = await store.get_task("t1")
+    assert task is not None and task.owner is None
+    assert await store.claimable_tasks(now=101.0) == ["t1"]
+    assert await peer.claim_task("t1", "c2", 1000, now=101.0) == Fence("c2", 2)
+
+    await store.release_task(fence, "t1")  # a stale release changes nothing
+    task = await store.get_task("t1")
+    assert task is not None and task.owner == "c2"
+    assert await store.claimable_tasks(now=102.0) == []
+
+
+async def test_claimable_tasks_skips_terminal_and_held_tasks_oldest_first(store: Store) -> None:
+    await tasks_created(store, "t0", "t1", "t2", "t3", "t4", "t5")
+    await store.update_task("t1", {"status": State.FINISHED})
+    await store.update_task("t2", {"status": State.CANCELLED})
+    await store.update_task("t5", {"status": State.FAILED})
+    await store.update_task("t4", {"status": State.RUNNING})
+    await store.claim_task("t3", "c1", 1000, now=100.0)
+
+    assert await store.claimable_tasks(now=500.0) == ["t0", "t4"]
+    assert await store.claimable_tasks(now=500.0, limit=1) == ["t0"]
+    assert await store.claimable_tasks(now=1100.5) == ["t0", "t3", "t4"]
+    assert await store.claim_task("t1", "c1", 10, now=500.0) is None, "terminal"
+    assert await store.claim_task("missing", "c1", 10, now=500.0) is None
+
+
+# -- runs --------------------------------------------------------------------------
+
+
+def run(node_id: str, attempt: int, worker_id: str, **fields: Any) -> RunRecord:
+    return RunRecord(task_id="t1", node_id=node_id, attempt=attempt, worker_id=worker_id, **fields)
+
+
+async def test_a_run_is_held_by_its_first_claimer_and_again_by_the_same_worker(store: Store) -> None:
+    await tasks_created(store, "t1")
+    assert await store.claim_run("t1", ODD, 1, "w1", 30, now=100.0) is True
+    assert await store.claim_run("t1", ODD, 1, "w2", 30, now=101.0) is False
+    assert await store.claim_run("t1", ODD, 1, "w1", 30, now=105.0) is True, "a redelivered command"
+    assert await store.claim_run("t1", ODD, 2, "w2", 30, now=106.0) is True
+
+    assert await store.get_runs("t1") == [
+        run(ODD, 1, "w1", lease_until=135.0, accepted_at=100.0),
+        run(ODD, 2, "w2", lease_until=136.0, accepted_at=106.0),
+    ]
+
+
+async def test_an_ended_run_is_not_claimed_again(store: Store) -> None:
+    await tasks_created(store, "t1")
+    assert await store.claim_run("t1", ODD, 1, "w1", 30, now=100.0)
+    assert await store.end_run("t1", ODD, 1, "w1", "released", now=101.0)
+    assert await store.claim_run("t1", ODD, 1, "w1", 30, now=102.0) is False
+    assert await store.claim_run("t1", ODD, 1, "w2", 30, now=102.0) is False
+
+
+async def test_renew_runs_extends_every_running_attempt_of_the_worker(store: Store, peer: Store) -> None:
+    await tasks_created(store, "t1", "t2")
+    for task_id, node_id, worker_id in [("t1", ODD, "w1"), ("t2", ODD, "w1"), ("t1", "extract", "w1")]:
+        assert await store.claim_run(task_id, node_id, 1, worker_id, 30, now=100.0)
+    assert await peer.claim_run("t2", "extract", 1, "w2", 30, now=100.0)
+    assert await store.end_run("t1", "extract", 1, "w1", "finished", now=110.0)
+
+    assert await store.renew_runs("w1", 30, now=200.0) == 2
+    assert await store.renew_runs("w1", 30, now=200.0) == 2, "renewed to the same instant: still held"
+    assert await store.renew_runs("nobody", 30, now=200.0) == 0
+    leases = {(r.task_id, r.node_id): r.lease_until for t in ("t1", "t2") for r in await store.get_runs(t)}
+    assert leases == {
+        ("t1", ODD): 230.0,
+        ("t1", "extract"): 130.0,
+        ("t2", ODD): 230.0,
+        ("t2", "extract"): 130.0,
+    }
+
+
+async def test_end_run_records_the_outcome_once_for_the_worker_holding_it(store: Store) -> None:
+    await tasks_created(store, "t1")
+    await store.claim_run("t1", ODD, 1, "w1", 30, now=100.0)
+    error = NodeError(code="boom", message="it broke", permanent=True)
+
+    assert await store.end_run("t1", ODD, 1, "w2", "finished", now=120.0) is False, "not w2's attempt"
+    assert await store.end_run("t1", ODD, 2, "w1", "finished", now=120.0) is False, "never claimed"
+    assert await store.end_run("t1", ODD, 1, "w1", "failed", metrics={"rows.in": 3.0}, error=error, now=120.0)
+    assert await store.end_run("t1", ODD, 1, "w1", "finished", now=130.0) is False, "ended already"
+    with pytest.raises(ValueError):
+        await store.end_run("t1", ODD, 1, "w1", "running", now=130.0)
+
+    assert await store.get_runs("t1") == [
+        run(
+            ODD,
+            1,
+            "w1",
+            state="failed",
+            lease_until=130.0,
+            accepted_at=100.0,
+            ended_at=120.0,
+            metrics={"rows.in": 3.0},
+            error=error,
+        )
+    ]
+
+
+async def test_get_runs_sorts_by_node_then_attempt(store: Store) -> None:
+    await tasks_created(store, "t1")
+    for node_id, attempt in [("b", 2), ("a", 10), ("b", 1), ("a", 2)]:
+        await store.claim_run("t1", node_id, attempt, "w1", 30, now=100.0)
+    runs = await store.get_runs("t1")
+    assert [(r.node_id, r.attempt) for r in runs] == [("a", 2), ("a", 10), ("b", 1), ("b", 2)]
+
+
+# -- worker states -------------------------------------------------------------------
+
+
+async def test_set_worker_state_upserts_and_sets_dotted_paths(store: Store) -> None:
+    assert await store.get_worker_state("w1") is None
+    started = time.time()
+    await store.set_worker_state(
+        "w1", {"role": "etl", "active_run": {"task_id": "t1", "checkpoint": {"n": 1}}}
+    )
+    await store.set_worker_state(
+        "w1", {"active_run.checkpoint": {"offset.x": 2, "$k": [1, {"a.b": 2}]}, "$odd": 1}
+    )
+    ended = time.time()
+
+    state = await store.get_worker_state("w1")
+    assert state is not None
+    updated_at = state.pop("updated_at")
+    assert state == {
+        "worker_id": "w1",
+        "role": "etl",
+        "active_run": {"task_id": "t1", "checkpoint": {"offset.x": 2, "$k": [1, {"a.b": 2}]}},
+        "$odd": 1,
+    }
+    assert started <= updated_at <= ended
+
+
+async def test_list_worker_states_sorts_by_worker_id(store: Store, peer: Store) -> None:
+    assert await store.list_worker_states() == []
+    await store.set_worker_state("w2", {"role": "b"})
+    await peer.set_worker_state("w10", {"role": "c"})
+    await store.set_worker_state("w1", {"role": "a"})
+    states = await store.list_worker_states()
+    assert [(s["worker_id"], s["role"]) for s in states] == [("w1", "a"), ("w10", "c"), ("w2", "b")]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"role.x": 1, "other": 2},
+        {"worker_id": "w2"},
+        {"updated_at": 1.0},
+        {"_id": "w2"},
+        {"a..b": 1},
+        {"other": 1, "active": 2, "active.run": 3},
+    ],
+    ids=["through-a-value", "worker_id", "updated_at", "_id", "empty-segment", "overlapping"],
+)
+async def test_a_refused_worker_state_update_changes_nothing(store: Store, fields: dict[str, Any]) -> None:
+    await store.set_worker_state("w1", {"role": "etl"})
+    before = await store.get_worker_state("w1")
+    with pytest.raises(ValueError):
+        await store.set_worker_state("w1", fields)
+    assert await store.get_worker_state("w1") == before
+
+
+@pytest.mark.integration
+async def test_a_claim_cut_short_holds_the_task_only_until_its_lease_ends(mongo_db: Any) -> None:
+    """MongoStore's claim tickets: a claimer that died between ticket and task update."""
+    from flowkit.store.mongo import CLAIMS, MongoStore
+
+    store = MongoStore(mongo_db)
+    await tasks_created(store, "t1")
+    dead = {"_id": json.dumps(["t1", 1]), "task_id": "t1", "owner": "gone", "until": 110.0}
+    await mongo_db[CLAIMS].insert_one(dead)
+
+    assert await store.claimable_tasks(now=105.0) == ["t1"]
+    assert await store.claim_task("t1", "c1", 10, now=105.0) is None
+    assert await store.claim_task("t1", "c1", 10, now=110.5) == Fence("c1", 2)
+    await store.update_task("t1", {"status": State.RUNNING}, fence=Fence("c1", 2))
+
+
+@pytest.mark.integration
+async def test_a_claim_tried_again_by_its_claimer_goes_on_with_its_ticket(mongo_db: Any) -> None:
+    from flowkit.store.mongo import CLAIMS, MongoStore
+
+    store = MongoStore(mongo_db)
+    await tasks_created(store, "t1")
+    mine = {"_id": json.dumps(["t1", 1]), "task_id": "t1", "owner": "c1", "until": 110.0}
+    await mongo_db[CLAIMS].insert_one(mine)
+
+    assert await store.claim_task("t1", "c2", 10, now=105.0) is None
+    assert await store.claim_task("t1", "c1", 10, now=105.0) == Fence("c1", 1)
