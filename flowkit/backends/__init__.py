@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..bus.base import Bus
 from ..bus.memory import MemoryBus
@@ -108,9 +108,8 @@ def resolve_backends(
         return embedded_backends()
     if store is None and db is not None and is_mongo_database(db):
         if bus is not None:
-            from ..store.mongo import MongoStore
-
-            return Backends(MongoStore(db), bus, ChangeFeed(MongoStore(db), bus), owns_bus=False)
+            mongo = mongo_store(db)
+            return Backends(mongo, bus, ChangeFeed(mongo, bus), owns_bus=False)
         return shared_distributed(db, settings, client_id)
     if store is None and db is not None:
         if not _is_store(db):
@@ -126,15 +125,22 @@ def resolve_backends(
     return Backends(store, bus, owns_bus=False)
 
 
+def mongo_store(db: Any) -> Store:
+    """A MongoStore on ``db`` that rides out database restarts (see :mod:`flowkit.store.outages`)."""
+    from ..store.mongo import MongoStore
+    from ..store.outages import OutageTolerantStore
+
+    return cast(Store, OutageTolerantStore(MongoStore(db)))
+
+
 def shared_distributed(db: Any, settings: ConnectionSettings, client_id: str) -> Backends:
     """The process's MongoStore + KafkaBus + ChangeFeed for this database and Kafka settings."""
-    from ..store.mongo import MongoStore
     from .connect import kafka_bus
 
     key = (id(db), settings.kafka_bootstrap, settings.topic_prefix)
     backends = _shared.get(key)
     if backends is None:
-        store = MongoStore(db)
+        store = mongo_store(db)
         bus = kafka_bus(settings, client_id)
         backends = Backends(store, bus, ChangeFeed(store, bus))
         backends._on_last_release = lambda: _shared.pop(key, None)

@@ -168,9 +168,10 @@ class Coordinator:
         task_id = task_id or uuid.uuid4().hex
         me = self.cfg.coordinator_id
         status = new_task_status(task_id, spec, params, owner=me)
-        if not await self.store.create_task(
+        created = await self.store.create_task(
             status, spec.model_dump(mode="json"), owner=me, lease_sec=self.cfg.task_lease_sec
-        ):
+        )
+        if not created and not await self._is_own_unstarted(task_id):
             log.info("task %s exists already: not created again", task_id)
             return task_id
         run = TaskRun(spec, Scheduler(spec), status, Fence(me, 1))
@@ -180,6 +181,17 @@ class Coordinator:
         self.executor.apply(run, run.scheduler.start())
         await self.outbox.flush(run)
         return task_id
+
+    async def _is_own_unstarted(self, task_id: str) -> bool:
+        """Our own insert, seen as a duplicate because a retry after a lost connection
+        found it: still ours to start (fence 1, queued)."""
+        existing = await self.store.get_task(task_id)
+        return (
+            task_id not in self._tasks
+            and existing is not None
+            and existing.owner == self.cfg.coordinator_id
+            and existing.status == State.QUEUED
+        )
 
     async def get_status(self, task_id: str) -> TaskStatus:
         status = await self.store.get_task(task_id)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..store.base import Store
-
-if TYPE_CHECKING:
-    from .state import DatabaseWorkerState
 
 
 class ArtifactsWriter:
@@ -64,7 +61,8 @@ class RunContext:
     processed_count: int = 0
     skipped_count: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
-    worker_state: DatabaseWorkerState | None = None
+    on_checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    """Told of each checkpoint after it is saved (the worker mirrors it in ``worker_states``)."""
 
     @property
     def total_processed(self) -> int:
@@ -74,5 +72,5 @@ class RunContext:
         """Persist progress; a later attempt of this node finds it in ``ctx.checkpoint``."""
         self.checkpoint = dict(checkpoint)
         await self.store.save_checkpoint(self.task_id, self.node_id, self.checkpoint)
-        if self.worker_state is not None:
-            await self.worker_state.write_checkpoint(self.checkpoint)
+        if self.on_checkpoint is not None:
+            await self.on_checkpoint(self.checkpoint)

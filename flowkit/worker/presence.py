@@ -79,7 +79,8 @@ class Presence:
         now = time.time()
         runs = w.active_runs
         if runs:
-            await w.store.renew_runs(w.worker_id, w.cfg.lease_ttl_sec, now)
+            async with w.run_writes:
+                await w.store.renew_runs(w.worker_id, w.cfg.lease_ttl_sec, now)
             await w.bus.publish_many([(STATUS_TOPIC, self._heartbeat(run)) for run in runs])
         self.last_heartbeat_time = now
         await w.state.write_presence({"busy": len(runs), "last_heartbeat": now, "status": "online"})

@@ -23,7 +23,7 @@ from ..bus.base import Bus, Delivery, Subscription
 from ..config import WorkerConfig
 from ..errors import ConfigError
 from ..protocol import STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic, worker_group
-from ..states import State
+from ..states import NodeError, State
 from ..store.base import RunState, Store
 from .adapters import ArtifactFeed
 from .context import ArtifactsWriter, RunContext
@@ -35,6 +35,9 @@ from .state import ActiveRun, DatabaseWorkerState
 log = logging.getLogger("flowkit.worker")
 
 CLAIM_TRIES = 5
+STATUS_SEND_TIMEOUT_SEC = 5.0
+"""A status message is a fast copy of a fact already in the store: when the broker is
+away, the worker does not wait for it longer than this (the coordinator reconciles)."""
 
 
 @dataclass
@@ -88,6 +91,9 @@ class Worker:
         self.state = DatabaseWorkerState(self.store, self.worker_id)
         self._active: dict[tuple[str, str], _ActiveRun] = {}
         self._slots = asyncio.Semaphore(self.cfg.capacity)
+        self.run_writes = asyncio.Lock()
+        """This worker's writes of run records, one at a time (a MongoDB-protocol server
+        may apply updates of one document as read-modify-write: FerretDB does)."""
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -211,12 +217,13 @@ class Worker:
     async def _take_runs(self, sub: Subscription) -> None:
         deliveries = aiter(sub)
         while True:
-            await self._slots.acquire()  # take a message only when a slot is free
             try:
                 delivery = await anext(deliveries)
             except StopAsyncIteration:
-                self._slots.release()
                 return
+            # A slot after the message, not before: an idle role must not hold a slot that
+            # another role's commands wait for. Meanwhile the command waits unacknowledged.
+            await self._slots.acquire()
             try:
                 command = await self._accept(delivery)
             except BaseException:
@@ -256,14 +263,15 @@ class Worker:
     async def _claim(self, message: Envelope) -> bool:
         for attempt in range(CLAIM_TRIES):
             try:
-                claimed = await self.store.claim_run(
-                    message.task_id,
-                    message.node_id,
-                    message.attempt,
-                    self.worker_id,
-                    self.cfg.lease_ttl_sec,
-                    time.time(),
-                )
+                async with self.run_writes:
+                    claimed = await self.store.claim_run(
+                        message.task_id,
+                        message.node_id,
+                        message.attempt,
+                        self.worker_id,
+                        self.cfg.lease_ttl_sec,
+                        time.time(),
+                    )
             except Exception as exc:  # the coordinator sends it again if we give up
                 log.warning(
                     "task %s node %s: claiming attempt %d failed (%s)",
@@ -298,10 +306,15 @@ class Worker:
                 self._feed(ctx),
                 lambda uid, metrics: self._report_batch(message, uid, metrics),
             )
+            if not self._active:  # this run becomes the worker's active run (seed: worker_states)
+                await self.state.write_active(
+                    ActiveRun(
+                        message.task_id, message.node_id, message.attempt, cmd.role, checkpoint=ctx.checkpoint
+                    )
+                )
             job = asyncio.create_task(node_run.execute())
             self._active[key] = _ActiveRun(ctx, job)
             await self._publish(message, Kind.ACCEPTED)
-            await self._write_active()
             try:
                 outcome = await job
             except asyncio.CancelledError:
@@ -339,6 +352,19 @@ class Worker:
             else None
         )
 
+    async def _checkpoint_to_state(self, run: Envelope, data: dict[str, Any]) -> None:
+        """Mirror the active run's checkpoint into ``worker_states`` (the seed's
+        ``write_checkpoint``); the node's own checkpoint record is what the next attempt reads."""
+        active = self.active
+        if active is None or (active.task_id, active.node_id) != (run.task_id, run.node_id):
+            return
+        try:
+            await self.state.write_checkpoint(data)
+        except Exception as exc:
+            log.warning(
+                "task %s node %s: could not mirror the checkpoint (%s)", run.task_id, run.node_id, exc
+            )
+
     async def _stopped_while_queued(self, message: Envelope) -> bool:
         """A cancel (or upstream failure) that came before the run started found no run
         to signal; the node's state in the store still says so."""
@@ -365,7 +391,7 @@ class Worker:
             artifacts_writer=writer,
             store=self.store,
             checkpoint=checkpoint,
-            worker_state=self.state,
+            on_checkpoint=lambda data: self._checkpoint_to_state(message, data),
         )
 
     def _feed(self, ctx: RunContext) -> ArtifactFeed:
@@ -394,19 +420,18 @@ class Worker:
         """The outcome goes to the store first (the truth), then to the coordinator."""
         error = None
         if kind == Kind.FAILED:
-            from ..states import NodeError
-
             error = NodeError.model_validate(payload)
-        ended = await self.store.end_run(
-            run.task_id,
-            run.node_id,
-            run.attempt,
-            self.worker_id,
-            state,
-            metrics=payload.get("metrics"),
-            error=error,
-            now=time.time(),
-        )
+        async with self.run_writes:
+            ended = await self.store.end_run(
+                run.task_id,
+                run.node_id,
+                run.attempt,
+                self.worker_id,
+                state,
+                metrics=payload.get("metrics"),
+                error=error,
+                now=time.time(),
+            )
         if not ended:
             log.info(
                 "task %s node %s attempt %d: no longer ours (lease lapsed); outcome %s not reported",
@@ -435,4 +460,13 @@ class Worker:
         self, run: Envelope, kind: Kind, payload: dict[str, Any] | None = None, dedup: str = ""
     ) -> None:
         message = self._status(run.task_id, run.node_id, run.attempt, kind, payload or {}, dedup)
-        await self.bus.publish(STATUS_TOPIC, message)
+        try:
+            await asyncio.wait_for(self.bus.publish(STATUS_TOPIC, message), STATUS_SEND_TIMEOUT_SEC)
+        except Exception as exc:  # never the handler's failure: the fact is in the store already
+            log.warning(
+                "task %s node %s: could not send %s (%s); the coordinator reconciles from the store",
+                run.task_id,
+                run.node_id,
+                kind.value,
+                exc,
+            )

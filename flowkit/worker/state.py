@@ -13,6 +13,7 @@ attempt's lease run out; the next attempt resumes from the checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,6 +39,9 @@ class DatabaseWorkerState:
     def __init__(self, store: Store, worker_id: str) -> None:
         self.store = store
         self.worker_id = worker_id
+        # One write at a time: a MongoDB-protocol server may apply updates of one document
+        # as read-modify-write (FerretDB does), and heartbeats and runs write this one.
+        self._writing = asyncio.Lock()
 
     async def read_active(self) -> ActiveRun | None:
         doc = await self.store.get_worker_state(self.worker_id)
@@ -48,14 +52,17 @@ class DatabaseWorkerState:
         return ActiveRun(**known)
 
     async def write_active(self, active_run: ActiveRun | None) -> None:
-        await self.store.set_worker_state(
-            self.worker_id,
-            {"active_run": asdict(active_run) if active_run else None},
-        )
+        async with self._writing:
+            await self.store.set_worker_state(
+                self.worker_id,
+                {"active_run": asdict(active_run) if active_run else None},
+            )
 
     async def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        await self.store.set_worker_state(self.worker_id, {"active_run.checkpoint": dict(checkpoint)})
+        async with self._writing:
+            await self.store.set_worker_state(self.worker_id, {"active_run.checkpoint": dict(checkpoint)})
 
     async def write_presence(self, fields: dict[str, Any]) -> None:
         """Roles, capacity, busy, status and last heartbeat, for ``flowkit workers``."""
-        await self.store.set_worker_state(self.worker_id, fields)
+        async with self._writing:
+            await self.store.set_worker_state(self.worker_id, fields)

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     for command in ("up", "down", "status", "env"):
         p = sub.add_parser(command)
         p.add_argument("services", nargs="*", help=f"subset of {SERVICES} (default: all)")
+    restart = sub.add_parser("restart", help="crash a server and start it again, keeping its data (tests)")
+    restart.add_argument("services", nargs="+", choices=["kafka", "ferretdb"])
     image = sub.add_parser("image", help="build or load images into the node's containerd")
     image_sub = image.add_subparsers(dest="image_command", required=True)
     build = image_sub.add_parser("build")
@@ -82,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = Context.from_env()
     try:
-        if args.command == "image":
+        if args.command == "restart":
+            for name in args.services:
+                started = time.monotonic()
+                _load(name).restart(ctx)
+                say(f"{name} restarted ({time.monotonic() - started:.1f}s)")
+        elif args.command == "image":
             images = _load("image")
             if args.image_command == "build":
                 images.build(ctx, args.dockerfile, args.tag)

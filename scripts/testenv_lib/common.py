@@ -401,6 +401,17 @@ def stop_daemon(ctx: Context, name: str, timeout: float = 15.0) -> None:
     ctx.pidfile(name).unlink(missing_ok=True)
 
 
+def crash_daemon(ctx: Context, name: str, timeout: float = 10.0) -> None:
+    """SIGKILL the daemon's process group, as a crash would (no clean shutdown), and wait."""
+    pid = _pid_of(ctx, name)
+    if pid is None or not daemon_alive(ctx, name):
+        raise TestenvError(f"{name} is not running")
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and daemon_alive(ctx, name):
+        time.sleep(0.05)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)

@@ -26,6 +26,7 @@ from .common import (
     TestenvError,
     cached,
     cmdline,
+    crash_daemon,
     daemon_alive,
     free_port,
     kill_stray,
@@ -173,6 +174,10 @@ def up(ctx: Context) -> None:
     (home / "data").mkdir(parents=True)
     port = free_port(HOST_IP)
     ctx.put("ferretdb.port", port)
+    _start(ctx, exe, home, port)
+
+
+def _start(ctx: Context, exe: Path, home: Path, port: int) -> None:
     argv = [
         str(exe),
         "--handler=sqlite",
@@ -192,6 +197,15 @@ def up(ctx: Context) -> None:
         NAME,
         ctx,
     )
+
+
+def restart(ctx: Context) -> None:
+    """Kill the server as a crash would, then start it again on the same address and data."""
+    port = _port(ctx)
+    if external_url() or port is None or not _running(ctx):
+        raise TestenvError("no FerretDB of ours is running: `scripts/testenv up ferretdb` first")
+    crash_daemon(ctx, NAME)
+    _start(ctx, install(ctx), _home(ctx), port)
 
 
 def down(ctx: Context) -> None:

@@ -23,6 +23,7 @@ from .common import (
     Context,
     TestenvError,
     cmdline,
+    crash_daemon,
     daemon_alive,
     ensure_debian_packages,
     free_port,
@@ -267,10 +268,25 @@ def up(ctx: Context) -> None:
         timeout=120,
     )
     ctx.put("kafka.ports", ports)
-    start_daemon(ctx, NAME, _java(libs, home, "kafka.Kafka", str(config)), cwd=home)
+    _start(ctx, libs, home, ports)
+
+
+def _start(ctx: Context, libs: Path, home: Path, ports: dict[str, int]) -> None:
+    log = ctx.logfile(NAME)
+    start_daemon(ctx, NAME, _java(libs, home, "kafka.Kafka", str(home / "server.properties")), cwd=home)
     what = f"Kafka on 127.0.0.1:{ports['host']}"
     wait_until(lambda: ready("127.0.0.1", ports["host"]), START_TIMEOUT, what, log, NAME, ctx)
     wait_until(lambda: ready(HOST_IP, ports["pod"]), 20, f"Kafka on {HOST_IP}:{ports['pod']}", log, NAME, ctx)
+
+
+def restart(ctx: Context) -> None:
+    """Kill the broker as a crash would, then start it again with the same ports and data
+    (for tests of what clients do while it is away)."""
+    ports = _ports(ctx)
+    if ports is None or not _running(ctx):
+        raise TestenvError("kafka is not running: `scripts/testenv up kafka` first")
+    crash_daemon(ctx, NAME)
+    _start(ctx, install(ctx), _home(ctx), ports)
 
 
 def down(ctx: Context) -> None:

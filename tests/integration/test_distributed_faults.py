@@ -10,6 +10,8 @@ batches never go back or past the total, and the task is not terminal before its
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +29,7 @@ from .faults.handlers import streaming_graph
 from .faults.processes import Processes
 
 COUNT, PER_BATCH, DELAY_MS = 40, 2, 60
+TESTENV = Path(__file__).resolve().parents[2] / "scripts" / "testenv"
 DEADLINE = 90.0
 
 
@@ -192,3 +195,32 @@ async def test_sigterm_of_a_busy_worker_hands_the_run_back_without_using_a_retry
     source = status.nodes["source"]
     # retry_policy.max is 1 (no retries): the hand-back is a worker loss, not a retry.
     assert source.worker_losses == 1 and source.attempts == 2 and source.error is None, source
+
+
+def restart_service(name: str) -> None:
+    """Crash a test server and start it again on the same address with the same data."""
+    proc = subprocess.run(
+        [sys.executable, str(TESTENV), "restart", name],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("service", ["kafka", "ferretdb"])
+async def test_a_server_crashing_mid_task_delays_it_and_loses_nothing(
+    procs: Processes, store: MongoStore, service: str
+) -> None:
+    procs.coordinator("c1")
+    procs.worker("w1")
+    procs.worker("w2")
+    task_id = await submit(store, streaming_graph(COUNT, DELAY_MS * 2, PER_BATCH))
+    truth = Truthful(store, task_id, procs)
+    await truth.until(lambda s: s.nodes["source"].batches >= 5, "the source to be under way")
+    await asyncio.to_thread(restart_service, service)
+
+    status = await truth.finished()
+    await assert_exact(store, status)
+    assert status.nodes["source"].error is None and status.nodes["sink"].error is None
+    assert all(procs.alive(name) for name in ("c1", "w1", "w2")), procs.all_logs()

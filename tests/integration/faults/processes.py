@@ -53,7 +53,7 @@ class Processes:
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", os.environ.get("FLOWKIT_FAULTS_CLI", "flowkit.cli"), *args],
+            [sys.executable, "-m", "flowkit.cli", *args],
             cwd=REPO,
             env=self._env(),
             stdout=log,
