@@ -74,8 +74,8 @@ async def fan(make: RuntimeFactory, width: int) -> float:
     return (width + 2) / await _timed(make, {"noop": Noop()}, graph)
 
 
-async def streaming(make: RuntimeFactory, batches: int) -> float:
-    """Batches per second through a 3-stage ``first_batch`` pipeline."""
+def streaming_graph(batches: int) -> dict[str, Any]:
+    """s1 writes ``batches`` artifacts; s2 and s3 each stream their upstream's (``first_batch``)."""
 
     def follows(upstream: str) -> dict[str, Any]:
         return {
@@ -86,11 +86,15 @@ async def streaming(make: RuntimeFactory, batches: int) -> float:
             },
         }
 
-    graph = {
+    return {
         "nodes": [
             {"node_id": "s1", "type": "source", "io": {"input_inline": {"batches": batches}}},
             {"node_id": "s2", "type": "forward", "depends_on": ["s1"], "io": follows("s1")},
             {"node_id": "s3", "type": "forward", "depends_on": ["s2"], "io": follows("s2")},
         ]
     }
-    return batches / await _timed(make, {"source": Source(), "forward": Forward()}, graph)
+
+
+async def streaming(make: RuntimeFactory, batches: int) -> float:
+    """Batches per second through a 3-stage ``first_batch`` pipeline."""
+    return batches / await _timed(make, {"source": Source(), "forward": Forward()}, streaming_graph(batches))

@@ -3,8 +3,10 @@
 A MongoDB restart or failover is an event of the infrastructure, not a reason to fail a
 user's node or to drop a coordinator's decisions: a call that fails because the server
 cannot be reached (pymongo's ``ConnectionFailure``: ``AutoReconnect``,
-``NetworkTimeout``, ``ServerSelectionTimeoutError``) is tried again with a growing pause
-for up to ``patience_sec``, then raised. Every store write is safe to repeat (inserts
+``NetworkTimeout``, ``ServerSelectionTimeoutError``), or that the server calls
+retryable (the ``RetryableWriteError`` label; FerretDB's "database is locked" from its
+SQLite backend under concurrent writers), is tried again with a growing pause for up
+to ``patience_sec``, then raised. Every store write is safe to repeat (inserts
 keyed by id, conditional updates), so a write that did reach the server before the
 connection broke is not applied twice.
 """
@@ -19,12 +21,21 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 
 log = logging.getLogger("flowkit.store")
 
 DEFAULT_PATIENCE_SEC = 120.0
 _FIRST_PAUSE_SEC, _MAX_PAUSE_SEC = 0.2, 5.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The database could not do it now but may in a moment."""
+    if isinstance(exc, ConnectionFailure):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.has_error_label("RetryableWriteError") or "SQLITE_BUSY" in str(exc)
+    return False
 
 
 class OutageTolerantStore:
@@ -50,8 +61,8 @@ class OutageTolerantStore:
             while True:
                 try:
                     return await call(*args, **kwargs)
-                except ConnectionFailure as exc:
-                    if time.monotonic() + pause > deadline:
+                except (ConnectionFailure, OperationFailure) as exc:
+                    if not is_transient(exc) or time.monotonic() + pause > deadline:
                         raise
                     log.warning(
                         "store: %s: database unreachable (%s); trying again in %.1fs",
