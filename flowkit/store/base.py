@@ -3,6 +3,18 @@
 Every write is a single-record operation that is safe to repeat (idempotent upserts
 keyed by task, node and batch uid), so the same calls map onto single-document
 conditional updates in MongoDB.
+
+Every record has ONE writer at a time in normal operation, because FerretDB (the
+MongoDB-protocol server of the tests) applies an update as a read-modify-write of the
+whole document, so two concurrent writers of one document lose each other's changes:
+
+- a task record is written by its owner coordinator (fenced writes, serialized per
+  task), by a claim or a release, and at its creation: never by a lease renewal or by
+  another process's cancel request;
+- a coordinator's liveness (``until``) is written by that coordinator alone: its
+  renewals, its claims and its creations. A task's lease is held while its owner is
+  live, so renewing every lease of a coordinator is one write;
+- a cancel request is a record of its own per task, written by whoever asks.
 """
 
 from __future__ import annotations
@@ -78,10 +90,14 @@ class Store(Protocol):
         self, status: TaskStatus, graph: dict[str, Any], *, owner: str | None = None, lease_sec: float = 0.0
     ) -> bool:
         """Insert the task; False (and nothing changed) if the id exists. With ``owner`` the
-        new task is held by it: fence token 1, lease until now + ``lease_sec``."""
+        new task is held by it: fence token 1, and ``owner`` is live until at least now +
+        ``lease_sec`` (a brand new coordinator's first task is held at once)."""
         ...
 
-    async def get_task(self, task_id: str) -> TaskStatus | None: ...
+    async def get_task(self, task_id: str) -> TaskStatus | None:
+        """The task with ``cancel_requested`` filled from its cancel request, if any."""
+        ...
+
     async def get_graph(self, task_id: str) -> dict[str, Any] | None: ...
     async def update_task(
         self, task_id: str, fields: dict[str, Any], *, fence: Fence | None = None
@@ -98,36 +114,56 @@ class Store(Protocol):
         fence: Fence | None = None,
     ) -> None:
         """Task fields and any number of nodes' fields in ONE single-document update.
-        With ``fence``: refused (LeaseLost, nothing written) unless the fence still holds."""
+        With ``fence``: refused (LeaseLost, nothing written) unless the task's owner and
+        token are still the fence's. No expiry check: liveness is the owner's business,
+        the fence alone keeps a stale owner out."""
         ...
 
     async def delete_task(self, task_id: str) -> bool:
-        """Remove the task with its artifacts, batch records, checkpoints and runs."""
+        """Remove the task with its artifacts, batch records, checkpoints, runs and cancel
+        request."""
         ...
 
     async def request_cancel(self, task_id: str, reason: str) -> None:
-        """Ask the owner to cancel (sets ``cancel_requested``; any process, no fence)."""
+        """Ask the owner to cancel: any process, no fence. Written as a record of its own,
+        never into the task's record (whose one writer is its owner); TaskNotFound for an
+        unknown task. The change listener hears it as a write to the task."""
         ...
 
-    # -- ownership (leases with fencing tokens, single-document conditional updates) --
+    async def cancel_request(self, task_id: str) -> str | None:
+        """The reason of the task's cancel request; None if there is none (or no task)."""
+        ...
+
+    # -- ownership: fencing tokens in the task, liveness per coordinator --
     async def claim_task(self, task_id: str, owner: str, lease_sec: float, now: float) -> Fence | None:
-        """Take a task that is not terminal and unowned or whose lease expired before ``now``."""
+        """Take a task that is not terminal and unowned, or whose owner is not live at
+        ``now``, or whose owner is ``owner`` (taking one's own task again moves the fence
+        on, fencing off any write still in flight under the earlier claim). Of racing
+        claimers exactly one wins. Keeps ``owner`` live until at least now + ``lease_sec``."""
         ...
 
     async def renew_leases(self, owner: str, lease_sec: float, now: float) -> set[str]:
-        """Extend every lease ``owner`` holds; return the ids of the tasks it still holds."""
+        """Keep ``owner`` live until now + ``lease_sec`` (one write to the coordinator's own
+        record, none to any task); return the ids of the non-terminal tasks it holds."""
         ...
 
     async def release_task(self, fence: Fence, task_id: str) -> None:
-        """Give the task up (clean stop): another coordinator may claim it at once."""
+        """Give the task up (clean stop): another coordinator may claim it at once.
+        Nothing happens unless ``fence`` still holds it."""
         ...
 
-    async def claimable_tasks(self, now: float, limit: int = 100) -> list[str]:
-        """Ids of tasks not terminal whose owner is None or whose lease expired before ``now``."""
+    async def claimable_tasks(self, now: float, limit: int = 100, *, owner: str | None = None) -> list[str]:
+        """Ids of non-terminal tasks, oldest first, that are unowned or whose owner is not
+        live at ``now`` (``until < now``, or never seen), and with ``owner`` also the tasks
+        ``owner`` holds itself: a coordinator finds its own orphans (a claim whose reply was
+        lost, a restart under the same id)."""
         ...
 
     async def node_state(self, task_id: str, node_id: str) -> State | None: ...
-    async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]: ...
+    async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
+        """The ``limit`` most recently created tasks (in any of ``states``), oldest first,
+        with ``cancel_requested`` left None (read one task's with :meth:`get_task`)."""
+        ...
 
     # -- artifacts --
     async def put_artifact(

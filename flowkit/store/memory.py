@@ -25,21 +25,14 @@ class _Stream:
 
 @dataclass
 class _TaskEntry:
-    status: TaskStatus  # status.owner is the owner
+    status: TaskStatus  # status.owner is the owner; status.cancel_requested stays None
     graph: dict[str, Any]
-    owner_until: float = 0.0
     fence: int = 0
+    cancel: str | None = None  # the cancel request, kept out of the status as in MongoStore
     streams: dict[str, _Stream] = field(default_factory=dict)
     batches: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[tuple[str, int], RunRecord] = field(default_factory=dict)
-
-    @property
-    def claimable_at(self) -> float | None:
-        """Claimable at any ``now`` past this (None: never, the task is terminal)."""
-        if self.status.status.terminal:
-            return None
-        return float("-inf") if self.status.owner is None else self.owner_until
 
     def holds(self, fence: Fence) -> bool:
         return self.status.owner == fence.owner and self.fence == fence.token
@@ -60,6 +53,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._tasks: dict[str, _TaskEntry] = {}
         self._workers: dict[str, dict[str, Any]] = {}
+        self._live_until: dict[str, float] = {}  # coordinator id -> until (its liveness)
         # Versions outlive a deleted task: a waiter never sees a re-created task "unchanged".
         self._versions: dict[str, int] = {}
         self._changed: dict[str, asyncio.Event] = {}
@@ -93,16 +87,22 @@ class MemoryStore:
         """Insert the task; False (nothing changed) if the id exists."""
         if status.task_id in self._tasks:
             return False
-        entry = _TaskEntry(status=status.model_copy(update={"owner": owner}).snapshot(), graph=graph)
+        held = status.model_copy(update={"owner": owner, "cancel_requested": None})
+        entry = _TaskEntry(status=held.snapshot(), graph=graph, cancel=status.cancel_requested)
         if owner is not None:
-            entry.owner_until, entry.fence = time.time() + lease_sec, 1
+            self._keep_alive(owner, time.time() + lease_sec)
+            entry.fence = 1
         self._tasks[status.task_id] = entry
         self._bump(status.task_id)
         return True
 
     async def get_task(self, task_id: str) -> TaskStatus | None:
         entry = self._tasks.get(task_id)
-        return entry.status.snapshot() if entry else None
+        if entry is None:
+            return None
+        status = entry.status.snapshot()
+        status.cancel_requested = entry.cancel
+        return status
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
         entry = self._tasks.get(task_id)
@@ -148,44 +148,50 @@ class MemoryStore:
         return True
 
     async def request_cancel(self, task_id: str, reason: str) -> None:
-        self._entry(task_id).status.cancel_requested = reason
+        self._entry(task_id).cancel = reason
         self._bump(task_id)
 
-    # -- ownership --
+    async def cancel_request(self, task_id: str) -> str | None:
+        entry = self._tasks.get(task_id)
+        return entry.cancel if entry else None
+
+    # -- ownership: fencing tokens per task, liveness per coordinator --
+    def _keep_alive(self, coordinator_id: str, until: float) -> None:
+        self._live_until[coordinator_id] = max(until, self._live_until.get(coordinator_id, until))
+
+    def _claimable(self, entry: _TaskEntry, now: float, claimer: str | None) -> bool:
+        """Not terminal, and unowned, of ``claimer`` or of a coordinator not live at ``now``."""
+        owner = entry.status.owner
+        if entry.status.status.terminal:
+            return False
+        return owner is None or owner == claimer or self._live_until.get(owner, float("-inf")) < now
+
     async def claim_task(self, task_id: str, owner: str, lease_sec: float, now: float) -> Fence | None:
         entry = self._tasks.get(task_id)
-        claimable_at = entry.claimable_at if entry else None
-        if entry is None or claimable_at is None or claimable_at >= now:
+        if entry is None or not self._claimable(entry, now, owner):
             return None
-        entry.status.owner, entry.owner_until = owner, now + lease_sec
+        self._keep_alive(owner, now + lease_sec)
+        entry.status.owner = owner
         entry.fence += 1
         self._bump(task_id)
         return Fence(owner, entry.fence)
 
     async def renew_leases(self, owner: str, lease_sec: float, now: float) -> set[str]:
-        held = {
+        self._live_until[owner] = now + lease_sec
+        return {
             tid for tid, e in self._tasks.items() if e.status.owner == owner and not e.status.status.terminal
         }
-        for task_id in held:
-            self._tasks[task_id].owner_until = now + lease_sec
-        return held
 
     async def release_task(self, fence: Fence, task_id: str) -> None:
         entry = self._tasks.get(task_id)
         if entry is not None and entry.holds(fence):
-            entry.status.owner, entry.owner_until = None, 0.0
+            entry.status.owner = None
             self._bump(task_id)
 
-    async def claimable_tasks(self, now: float, limit: int = 100) -> list[str]:
+    async def claimable_tasks(self, now: float, limit: int = 100, *, owner: str | None = None) -> list[str]:
         """Oldest first."""
-        found: list[str] = []
-        for task_id, entry in self._tasks.items():
-            if len(found) == limit:
-                break
-            claimable_at = entry.claimable_at
-            if claimable_at is not None and claimable_at < now:
-                found.append(task_id)
-        return found
+        found = [tid for tid, entry in self._tasks.items() if self._claimable(entry, now, owner)]
+        return found[:limit]
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
         entry = self._tasks.get(task_id)

@@ -4,11 +4,14 @@ Collections (names in :data:`COLLECTIONS`):
 
 - ``flowkit_tasks``: one document per task, ``_id`` = task id, the graph in ``graph``
   and the nodes as a sub-document keyed by node id, so ``update_node`` is one
-  ``update_one`` with a dotted ``$set`` of ``nodes.<id>.<field>``; the task's lease in
-  ``owner``, ``owner_until`` (epoch seconds) and ``fence`` (the token, +1 at each claim);
+  ``update_one`` with a dotted ``$set`` of ``nodes.<id>.<field>``; its holder in
+  ``owner`` and ``fence`` (the token, +1 at each claim);
+- ``flowkit_coordinators``: one document per coordinator, its liveness ``until``: a
+  task is held while its owner is live (:mod:`.mongo_leases`);
+- ``flowkit_cancels``: one cancel request per task (:mod:`.mongo_cancels`);
 - ``flowkit_artifacts``: one document per (task, node, batch uid), unique, with a
   ``seq`` unique per node that never changes once given and has no gaps;
-- ``flowkit_seq``: per node, the last ``seq`` given (a hint; the unique index decides);
+- ``flowkit_seq``: per node, the last ``seq`` given, a hint (:mod:`.mongo_artifacts`);
 - ``flowkit_batches``: one document per counted batch, unique per (task, node, batch
   uid): the first insert wins;
 - ``flowkit_checkpoints``: one document per (task, node);
@@ -16,14 +19,15 @@ Collections (names in :data:`COLLECTIONS`):
   exactly one wins (:mod:`.mongo_leases`);
 - ``flowkit_runs`` and ``worker_states``: what workers write (:mod:`.mongo_workers`).
 
-Only single-document operations (conditional where races matter): FerretDB, the
-MongoDB-protocol server the tests use, has no multi-document transactions and no
-change streams. A fenced write carries ``owner`` and ``fence`` in its filter, so a
-coordinator that lost the task writes nothing (on MongoDB; FerretDB 1.24 checks a
-filter and writes in two steps, see :mod:`.mongo_leases`). Keys MongoDB cannot store
-(containing ``.``, starting with ``$``) are percent-encoded in every stored mapping
-and decoded on read (:mod:`.mongo_keys`), so any node id, metric name or user key
-round-trips.
+Only single-document operations, conditional where races matter (FerretDB, the
+MongoDB-protocol server of the tests, has no transactions and no change streams), and
+one writer per document at a time: FerretDB 1.24 applies an update as a read-modify-write
+of the whole document, so concurrent writers of one document lose each other's changes.
+A task document is written by its creation, a claim, a release and its owner's fenced
+writes (``owner`` and ``fence`` in the filter: a coordinator that lost the task writes
+nothing); renewals and cancel requests write documents of their own. Keys MongoDB
+cannot store (``.``, a leading ``$``) are percent-encoded in every stored mapping and
+decoded on read (:mod:`.mongo_keys`), so any node id, metric name or user key round-trips.
 
 MongoDB cannot notify this process of other processes' writes: :meth:`version` counts
 this process's own writes and the changes it was told of (:meth:`notice`), and
@@ -53,13 +57,15 @@ from typing import Any
 
 from bson import ObjectId
 from pydantic import TypeAdapter
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from ..errors import FlowKitError, LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeStatus, State, TaskStatus
-from .base import Artifact, ChangeListener, Fence
+from .base import ChangeListener, Fence
 from .fields import check_names, task_fields_to_write
+from .mongo_artifacts import ArtifactStreams
+from .mongo_cancels import TaskCancels
 from .mongo_keys import decode_key, decode_keys, encode_key, encode_keys
 from .mongo_leases import TaskLeases
 from .mongo_workers import WorkerRecords
@@ -72,12 +78,26 @@ SEQUENCES = "flowkit_seq"
 BATCHES = "flowkit_batches"
 CHECKPOINTS = "flowkit_checkpoints"
 CLAIMS = "flowkit_claims"
+COORDINATORS = "flowkit_coordinators"
+CANCELS = "flowkit_cancels"
 RUNS = "flowkit_runs"
 WORKER_STATES = "worker_states"
-COLLECTIONS = (TASKS, ARTIFACTS, SEQUENCES, BATCHES, CHECKPOINTS, CLAIMS, RUNS, WORKER_STATES)
+COLLECTIONS = (
+    TASKS,
+    ARTIFACTS,
+    SEQUENCES,
+    BATCHES,
+    CHECKPOINTS,
+    CLAIMS,
+    COORDINATORS,
+    CANCELS,
+    RUNS,
+    WORKER_STATES,
+)
 
 _NO_ID = {"_id": 0}
-_NOT_STATUS = ("_id", "graph", "order", "owner_until", "fence")  # stored, not in TaskStatus
+# Stored, not in TaskStatus (owner_until, cancel_requested: documents of earlier versions).
+_NOT_STATUS = ("_id", "graph", "order", "fence", "owner_until", "cancel_requested")
 
 
 @cache
@@ -103,13 +123,7 @@ def _task_from_doc(doc: dict[str, Any]) -> TaskStatus:
     return TaskStatus.model_validate(doc)
 
 
-def _artifact_from_doc(doc: dict[str, Any]) -> Artifact:
-    # No projection on find_one_and_update: FerretDB 1.24 does not implement it there.
-    doc = {k: v for k, v in doc.items() if k != "_id"}
-    return Artifact.model_validate({**doc, "meta": decode_keys(doc.get("meta", {}))})
-
-
-class MongoStore(TaskLeases, WorkerRecords):
+class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
     """The :class:`~flowkit.store.base.Store` on MongoDB (or FerretDB).
 
     ``db`` is a ``pymongo.AsyncMongoClient`` database or a motor
@@ -125,6 +139,8 @@ class MongoStore(TaskLeases, WorkerRecords):
         self._batches = db[BATCHES]
         self._checkpoints = db[CHECKPOINTS]
         self._claims = db[CLAIMS]
+        self._coordinators = db[COORDINATORS]
+        self._cancels = db[CANCELS]
         self._runs = db[RUNS]
         self._workers = db[WORKER_STATES]
         self._indexed = False
@@ -153,7 +169,6 @@ class MongoStore(TaskLeases, WorkerRecords):
         await self._checkpoints.create_index(node, unique=True, name="node")
         await self._tasks.create_index([("status", ASCENDING), ("order", DESCENDING)], name="state")
         await self._tasks.create_index([("owner", ASCENDING)], name="owner")
-        await self._tasks.create_index([("owner_until", ASCENDING)], name="lease")
         await self._claims.create_index([("task_id", ASCENDING)], name="task")
         await self._runs.create_index([*node, ("attempt", ASCENDING)], name="task")
         await self._runs.create_index([("worker_id", ASCENDING), ("state", ASCENDING)], name="worker")
@@ -189,31 +204,40 @@ class MongoStore(TaskLeases, WorkerRecords):
         """Insert a new task with its graph; False (nothing written) if the id exists.
 
         Insert-only, never a replace: a task id in use keeps its batch records and
-        artifacts, and they are never mixed into a task created afresh.
+        artifacts, and they are never mixed into a task created afresh. A
+        ``cancel_requested`` in ``status`` is stored as the task's cancel request.
         """
         await self.ensure_indexes()
-        doc = encode_keys(status.model_dump(mode="json"))
-        held = owner is not None
+        doc = encode_keys(status.model_dump(mode="json", exclude={"cancel_requested"}))
+        order = ObjectId()
         doc.update(
             _id=status.task_id,
             # As JSON text: FerretDB stores no nested arrays, and graphs have them (edges).
             graph=json.dumps(graph),
-            order=ObjectId(),
+            order=order,
             owner=owner,
-            owner_until=time.time() + lease_sec if held else 0.0,
-            fence=1 if held else 0,
+            fence=0 if owner is None else 1,
         )
+        if owner is not None:  # live before the task shows: held from its first moment
+            await self._keep_alive(owner, time.time() + lease_sec)
         try:
             await self._tasks.insert_one(doc)
         except DuplicateKeyError:
             return False
+        if status.cancel_requested is not None:
+            await self._write_cancel(status.task_id, order, status.cancel_requested)
         self._known.add(status.task_id)
         self._bump(status.task_id)
         return True
 
     async def get_task(self, task_id: str) -> TaskStatus | None:
+        """The task document, then its cancel request (two reads)."""
         doc = await self._tasks.find_one({"_id": task_id}, {"graph": 0})
-        return _task_from_doc(doc) if doc is not None else None
+        if doc is None:
+            return None
+        status = _task_from_doc(doc)
+        status.cancel_requested = await self._cancel_of(task_id, doc.get("order"))
+        return status
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
         doc = await self._tasks.find_one({"_id": task_id}, {"graph": 1})
@@ -293,17 +317,12 @@ class MongoStore(TaskLeases, WorkerRecords):
         await self._sequences.delete_many({"_id": {"$in": hints}})
         for records in (self._artifacts, self._batches, self._checkpoints, self._runs, self._claims):
             await records.delete_many({"task_id": task_id})
+        await self._cancels.delete_one({"_id": task_id})
         deleted: bool = (await self._tasks.delete_one({"_id": task_id})).deleted_count > 0
         self._known.discard(task_id)
         if deleted:
             self._bump(task_id)
         return deleted
-
-    async def request_cancel(self, task_id: str, reason: str) -> None:
-        result = await self._tasks.update_one({"_id": task_id}, {"$set": {"cancel_requested": reason}})
-        if result.matched_count == 0:
-            raise TaskNotFound(task_id)
-        self._bump(task_id)
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
         path = f"nodes.{encode_key(node_id)}.status"
@@ -312,69 +331,12 @@ class MongoStore(TaskLeases, WorkerRecords):
         return State(node["status"]) if node else None
 
     async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
-        """The ``limit`` most recently created tasks (in any of ``states``), oldest first."""
+        """The ``limit`` most recently created tasks (in any of ``states``), oldest first,
+        ``cancel_requested`` left None (one read for all: :meth:`get_task` has it)."""
         query = {} if states is None else {"status": {"$in": sorted(s.value for s in states)}}
         cursor = self._tasks.find(query, {"graph": 0}).sort("order", DESCENDING).limit(limit)
         docs = await cursor.to_list(length=limit)
         return [_task_from_doc(d) for d in reversed(docs)]
-
-    # -- artifacts -----------------------------------------------------------------
-
-    async def put_artifact(
-        self, task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any]
-    ) -> Artifact:
-        """Write a partial artifact; a batch written again keeps its ``seq`` (meta replaced)."""
-        await self._require(task_id)
-        await self.ensure_indexes()
-        key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
-        stored_meta = encode_keys(meta)
-        while True:
-            seq = await self._next_seq(task_id, node_id)
-            try:
-                doc = {**key, "meta": stored_meta, "status": "partial", "seq": seq}
-                await self._artifacts.insert_one(doc)
-            except DuplicateKeyError:
-                # Either this batch is already stored (keep its seq), or the seq was taken
-                # (another writer, or one that died before moving the hint on).
-                doc = await self._artifacts.find_one_and_update(
-                    key, {"$set": {"meta": stored_meta}}, return_document=ReturnDocument.AFTER
-                )
-                if doc is not None:
-                    self._bump(task_id)
-                    return _artifact_from_doc(doc)
-                await self._seq_taken(task_id, node_id, seq)
-                continue
-            await self._seq_taken(task_id, node_id, seq)
-            self._bump(task_id)
-            return Artifact(**key, meta=meta, seq=seq)
-
-    async def _next_seq(self, task_id: str, node_id: str) -> int:
-        doc = await self._sequences.find_one({"_id": json.dumps([task_id, node_id])})
-        return int(doc["last"]) + 1 if doc else 1
-
-    async def _seq_taken(self, task_id: str, node_id: str, seq: int) -> None:
-        # $max never moves the hint back, so it stays <= the highest seq stored and the
-        # unique index keeps the stream free of gaps.
-        hint = {"_id": json.dumps([task_id, node_id])}
-        try:
-            await self._sequences.update_one(hint, {"$max": {"last": seq}}, upsert=True)
-        except DuplicateKeyError:  # two first upserts raced: the document exists now
-            await self._sequences.update_one(hint, {"$max": {"last": seq}})
-
-    async def complete_artifacts(self, task_id: str, node_id: str) -> None:
-        await self._require(task_id)
-        await self._artifacts.update_many(
-            {"task_id": task_id, "node_id": node_id}, {"$set": {"status": "complete"}}
-        )
-        self._bump(task_id)
-
-    async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]:
-        """The node's artifacts with ``seq > after``, in ``seq`` order."""
-        query = {"task_id": task_id, "node_id": node_id, "seq": {"$gt": after}}
-        docs = await self._artifacts.find(query, _NO_ID).sort("seq", ASCENDING).to_list(length=None)
-        if not docs:
-            await self._require(task_id)
-        return [_artifact_from_doc(d) for d in docs]
 
     # -- batches and checkpoints -----------------------------------------------------
 

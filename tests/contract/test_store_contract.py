@@ -251,7 +251,7 @@ async def test_create_task_is_insert_only_and_keeps_the_existing_task(store: Sto
 
 async def test_write_task_sets_task_and_nodes_fields_in_one_update(store: Store) -> None:
     await store.create_task(new_status("t1", nodes=("extract", ODD, "idle")), GRAPH)
-    tasks = _record_task_calls(store)
+    tasks = record_task_calls(store)
     version = store.version("t1")
     await store.write_task(
         "t1",
@@ -286,12 +286,14 @@ async def test_write_task_with_an_unknown_node_writes_nothing(store: Store) -> N
         ({"owner": "c9"}, ValueError),
         ({"fence": 7}, ValueError),
         ({"status": State.RUNNING, "owner": "c9"}, ValueError),
+        ({"cancel_requested": "by a write"}, ValueError),
         ({"task_id": "t2"}, AttributeError),
         ({"no_such_field": 1}, AttributeError),
+        ({"owner_until": 1.0}, AttributeError),
     ],
-    ids=["nodes", "owner", "fence", "status-and-owner", "task_id", "unknown"],
+    ids=["nodes", "owner", "fence", "status-and-owner", "cancel", "task_id", "unknown", "owner_until"],
 )
-async def test_update_task_refuses_nodes_identity_and_ownership(
+async def test_update_task_refuses_nodes_identity_ownership_and_cancels(
     store: Store, fields: dict[str, Any], error: type[Exception]
 ) -> None:
     await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
@@ -324,6 +326,7 @@ async def test_delete_task_removes_the_task_and_everything_recorded_for_it(store
         await store.save_checkpoint(task_id, ODD, {"offset": 3})
         await store.claim_run(task_id, ODD, 1, "w1", 30.0, 100.0)
         assert await store.claim_task(task_id, "c1", 10.0, now=100.0) == Fence("c1", 1)
+        await store.request_cancel(task_id, f"cancel {task_id}")
 
     assert await store.delete_task("t1") is True
     assert await store.get_task("t1") is None and await store.get_graph("t1") is None
@@ -344,6 +347,9 @@ async def test_delete_task_removes_the_task_and_everything_recorded_for_it(store
     assert await store.batch_records("t1", ODD) == {}
     assert await store.load_checkpoint("t1", ODD) is None
     assert await store.get_runs("t1") == []
+    assert await store.cancel_request("t1") is None
+    task = await store.get_task("t1")
+    assert task is not None and task.cancel_requested is None
     assert (await store.put_artifact("t1", ODD, "b9", {})).seq == 1
     assert (await store.put_artifact("t1", "not-a-node", "b9", {})).seq == 1
     assert await store.record_batch("t1", ODD, "b1", {"rows": 2.0}) is True
@@ -355,6 +361,7 @@ async def test_delete_task_removes_the_task_and_everything_recorded_for_it(store
     assert await store.batch_records("t2", ODD) == {"b1": {"rows": 1.0}}
     assert await store.load_checkpoint("t2", ODD) == {"offset": 3}
     assert [r.worker_id for r in await store.get_runs("t2")] == ["w1"]
+    assert await store.cancel_request("t2") == "cancel t2"
 
 
 async def test_request_cancel_needs_no_fence(store: Store) -> None:
@@ -363,6 +370,45 @@ async def test_request_cancel_needs_no_fence(store: Store) -> None:
     task = await store.get_task("t1")
     assert task is not None
     assert (task.cancel_requested, task.owner, task.status) == ("cancelled by user", "c1", State.QUEUED)
+
+
+async def test_request_cancel_leaves_the_task_document_unchanged(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    await store.update_task("t1", {"status": State.RUNNING}, fence=Fence("c1", 1))
+    before = await stored_task(store, "t1")
+    tasks = record_task_calls(store)
+
+    await store.request_cancel("t1", "cancelled by user")
+
+    if tasks is not None:
+        assert set(tasks.calls) <= {"find_one"}, f"the task document is only read: {tasks.calls}"
+    assert await stored_task(store, "t1") == before
+    await store.write_task("t1", {"status": State.CANCELLING}, {}, fence=Fence("c1", 1))
+    task = await store.get_task("t1")
+    assert task is not None
+    assert (task.status, task.cancel_requested) == (State.CANCELLING, "cancelled by user")
+    listed = await store.list_tasks()
+    assert [(t.task_id, t.status, t.cancel_requested) for t in listed] == [("t1", State.CANCELLING, None)]
+
+
+async def test_cancel_request_round_trips(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    assert await store.cancel_request("t1") is None
+    assert await store.cancel_request("missing") is None
+
+    await store.request_cancel("t1", "first")
+    assert await store.cancel_request("t1") == "first"
+    await store.request_cancel("t1", "second")
+    assert await store.cancel_request("t1") == "second"
+    task = await store.get_task("t1")
+    assert task is not None and task.cancel_requested == "second"
+
+    asked = new_status("t2").model_copy(update={"cancel_requested": "at creation"})
+    assert await store.create_task(asked, GRAPH)
+    assert await store.get_task("t2") == asked
+    assert await store.cancel_request("t2") == "at creation"
+    assert not await store.create_task(new_status("t1").model_copy(update={"cancel_requested": "no"}), GRAPH)
+    assert await store.cancel_request("t1") == "second", "a refused create writes no cancel request"
 
 
 # -- change notification -------------------------------------------------------------
@@ -444,7 +490,17 @@ class _CallRecorder:
         return getattr(self.inner, name)
 
 
-def _record_task_calls(store: Store) -> _CallRecorder | None:
+async def stored_task(store: Store, task_id: str) -> Any:
+    """The task's record exactly as stored (for checks that a call did not write it)."""
+    from flowkit.store.memory import MemoryStore
+
+    if isinstance(store, MemoryStore):
+        entry = store._tasks[task_id]
+        return entry.status.model_dump(), entry.fence, entry.graph
+    return await store._tasks.find_one({"_id": task_id})  # type: ignore[attr-defined]
+
+
+def record_task_calls(store: Store) -> _CallRecorder | None:
     """For MongoStore: record the calls on the tasks collection from now on."""
     from flowkit.store.memory import MemoryStore
 

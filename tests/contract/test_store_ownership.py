@@ -1,5 +1,6 @@
-"""The Store contract, continued: task ownership (leases with fencing tokens), runs and
-worker states, for MemoryStore and MongoStore (pymongo's async client and motor)."""
+"""The Store contract, continued: task ownership (fencing tokens per task, liveness per
+coordinator), runs and worker states, for MemoryStore and MongoStore (pymongo's async
+client and motor)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from flowkit.errors import LeaseLost, NodeNotFound, TaskNotFound
 from flowkit.states import NodeError, State
 from flowkit.store.base import Fence, RunRecord, Store
 
-from .test_store_contract import GRAPH, ODD, new_status
+from .test_store_contract import GRAPH, ODD, new_status, record_task_calls, stored_task
 
 
 @pytest.fixture
@@ -133,14 +134,41 @@ async def test_a_fenced_write_names_a_missing_task_or_node_first(store: Store) -
     assert task is not None and task.status == State.QUEUED
 
 
-async def test_an_expired_lease_is_claimable(store: Store) -> None:
+async def test_a_task_whose_owners_coordinator_document_expired_is_claimable(store: Store) -> None:
     await tasks_created(store, "t1")
     assert await store.claim_task("t1", "c1", 10, now=100.0) == Fence("c1", 1)
-    assert await store.claimable_tasks(now=110.0) == [], "held until 110 inclusive"
+    assert await store.claimable_tasks(now=110.0) == [], "c1 is live until 110 inclusive"
     assert await store.claim_task("t1", "c2", 10, now=110.0) is None
     assert await store.claimable_tasks(now=110.5) == ["t1"]
     assert await store.claim_task("t1", "c2", 10, now=110.5) == Fence("c2", 2)
-    assert await store.claim_task("t1", "c1", 10, now=115.0) is None
+    assert await store.claim_task("t1", "c1", 10, now=115.0) is None, "c2 is live until 120.5"
+
+
+async def test_a_coordinators_liveness_holds_all_of_its_tasks(store: Store, peer: Store) -> None:
+    await tasks_created(store, "t1", "t2", "t3")
+    assert await store.claim_task("t1", "c1", 10, now=100.0) == Fence("c1", 1)
+    assert await store.claim_task("t2", "c1", 10, now=105.0) == Fence("c1", 1), "c1 live until 115 now"
+    assert await peer.claimable_tasks(now=112.0) == ["t3"]
+    assert await peer.claim_task("t1", "c2", 10, now=112.0) is None
+
+    assert await store.renew_leases("c1", 10, now=114.0) == {"t1", "t2"}
+    assert await peer.claimable_tasks(now=124.0) == ["t3"]
+    assert await peer.claimable_tasks(now=124.5) == ["t1", "t2", "t3"]
+
+
+async def test_renew_leases_writes_no_task_document(store: Store) -> None:
+    await tasks_created(store, "t1", "t2")
+    await store.claim_task("t1", "c1", 10, now=100.0)
+    await store.claim_task("t2", "c1", 10, now=100.0)
+    before = [await stored_task(store, t) for t in ("t1", "t2")]
+    tasks = record_task_calls(store)
+
+    assert await store.renew_leases("c1", 10, now=200.0) == {"t1", "t2"}
+
+    if tasks is not None:
+        assert tasks.calls == ["find"], "one read of the tasks, no write"
+    assert [await stored_task(store, t) for t in ("t1", "t2")] == before
+    assert await store.claimable_tasks(now=210.0) == [], "held all the same"
 
 
 async def test_renew_leases_extends_and_returns_the_tasks_still_held(store: Store, peer: Store) -> None:
@@ -157,6 +185,55 @@ async def test_renew_leases_extends_and_returns_the_tasks_still_held(store: Stor
     assert await store.renew_leases("nobody", 10, now=200.0) == set()
     task = await store.get_task("t4")
     assert task is not None and task.owner == "c1", "a terminal task keeps its owner"
+
+
+async def test_a_task_created_with_an_owner_never_shortens_its_liveness(store: Store) -> None:
+    later = time.time() + 1000
+    assert await store.renew_leases("c1", 10, now=later) == set()
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    assert await store.claimable_tasks(now=later + 10) == [], "c1 is live until later + 10"
+    assert await store.claimable_tasks(now=later + 10.5) == ["t1"]
+
+
+async def test_a_coordinator_finds_and_takes_again_its_own_orphans(store: Store, peer: Store) -> None:
+    await tasks_created(store, "t1", "t2", "t3", "t4")
+    first = await store.claim_task("t1", "c1", 100, now=100.0)
+    assert first == Fence("c1", 1)
+    await peer.claim_task("t2", "c2", 100, now=100.0)
+    await store.claim_task("t4", "c1", 100, now=100.0)
+    await store.update_task("t4", {"status": State.FINISHED}, fence=Fence("c1", 1))
+
+    assert await store.claimable_tasks(now=150.0) == ["t3"]
+    assert await store.claimable_tasks(now=150.0, owner="c1") == ["t1", "t3"]
+    assert await peer.claimable_tasks(now=150.0, owner="c2") == ["t2", "t3"]
+    assert await store.claimable_tasks(now=150.0, owner="c9") == ["t3"]
+
+    again = await store.claim_task("t1", "c1", 100, now=150.0)  # e.g. the first reply was lost
+    assert again == Fence("c1", 2)
+    with pytest.raises(LeaseLost):
+        await store.update_task("t1", {"status": State.FAILED}, fence=first)
+    await store.update_task("t1", {"status": State.RUNNING}, fence=again)
+    task = await peer.get_task("t1")
+    assert task is not None and (task.owner, task.status) == ("c1", State.RUNNING)
+    assert await peer.claim_task("t1", "c2", 100, now=150.0) is None, "c1 is live"
+
+
+async def test_renewals_and_cancel_requests_lose_none_of_the_owners_writes(store: Store, peer: Store) -> None:
+    """On FerretDB every update rewrites the whole document: a second writer of the task
+    document racing the owner's writes would erase some of them."""
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    fence = Fence("c1", 1)
+    for i in range(1, 11):
+        await asyncio.gather(
+            store.write_task("t1", {"result": {f"k{i}": i}}, {ODD: {"batches": i}}, fence=fence),
+            store.renew_leases("c1", 60, time.time()),
+            peer.request_cancel("t1", f"request {i}"),
+        )
+        task = await peer.get_task("t1")
+        assert task is not None, i
+        assert (task.result, task.nodes[ODD].batches) == ({f"k{i}": i}, i), f"round {i}: {task}"
+        assert task.cancel_requested == f"request {i}"
+    assert await store.claimable_tasks(now=time.time()) == []
 
 
 async def test_release_makes_the_task_claimable_at_once(store: Store, peer: Store) -> None:
@@ -188,6 +265,7 @@ async def test_claimable_tasks_skips_terminal_and_held_tasks_oldest_first(store:
     assert await store.claimable_tasks(now=500.0) == ["t0", "t4"]
     assert await store.claimable_tasks(now=500.0, limit=1) == ["t0"]
     assert await store.claimable_tasks(now=1100.5) == ["t0", "t3", "t4"]
+    assert await store.claimable_tasks(now=500.0, owner="c1") == ["t0", "t3", "t4"]
     assert await store.claim_task("t1", "c1", 10, now=500.0) is None, "terminal"
     assert await store.claim_task("missing", "c1", 10, now=500.0) is None
 
@@ -356,3 +434,24 @@ async def test_a_claim_tried_again_by_its_claimer_goes_on_with_its_ticket(mongo_
 
     assert await store.claim_task("t1", "c2", 10, now=105.0) is None
     assert await store.claim_task("t1", "c1", 10, now=105.0) == Fence("c1", 1)
+
+
+@pytest.mark.integration
+async def test_a_cancel_request_of_a_deleted_namesake_is_ignored(mongo_db: Any) -> None:
+    """A request that lands after delete_task (the two raced) is not the new task's."""
+    from flowkit.store.mongo import CANCELS, MongoStore
+
+    store = MongoStore(mongo_db)
+    await tasks_created(store, "t1")
+    await store.request_cancel("t1", "for the old one")
+    late = await mongo_db[CANCELS].find_one({"_id": "t1"})
+    assert await store.delete_task("t1")
+    assert await mongo_db[CANCELS].find_one({"_id": "t1"}) is None
+    await mongo_db[CANCELS].insert_one(late)
+
+    await tasks_created(store, "t1")
+    task = await store.get_task("t1")
+    assert task is not None and task.cancel_requested is None
+    assert await store.cancel_request("t1") is None
+    await store.request_cancel("t1", "for the new one")
+    assert await store.cancel_request("t1") == "for the new one"
