@@ -194,6 +194,11 @@ class Coordinator:
         )
 
     async def get_status(self, task_id: str) -> TaskStatus:
+        """The task's status: for a task this coordinator holds, what it knows now (its
+        writes to the store follow within one flush); otherwise what the store says."""
+        run = self._tasks.get(task_id)
+        if run is not None and not run.dropped:
+            return run.status.snapshot()
         status = await self.store.get_task(task_id)
         if status is None:
             raise TaskNotFound(task_id)
@@ -290,9 +295,10 @@ class Coordinator:
             self.executor.spawn(asyncio.create_task(self._cancel_from_store(task_id)))
 
     async def _cancel_from_store(self, task_id: str) -> None:
-        status = await self.store.get_task(task_id)
-        if status is not None and status.cancel_requested and not status.status.terminal:
-            await self.cancel_task(task_id, status.cancel_requested)
+        reason = await self.store.cancel_request(task_id)
+        run = self._tasks.get(task_id)
+        if reason and run is not None and not run.scheduler.state.terminal:
+            await self.cancel_task(task_id, reason)
 
     # -- tasks leaving -----------------------------------------------------------------
 

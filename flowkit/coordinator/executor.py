@@ -103,18 +103,9 @@ class Executor:
     def _dispatch(self, run: TaskRun, action: Dispatch) -> None:
         spec = run.scheduler.nodes[action.node_id].spec
         if spec.is_coordinator_fn:
-            job = asyncio.create_task(self._run_function(run, action))
-            run.functions[action.node_id] = job
-            self.spawn(job)
-
-            def cancelled(job: asyncio.Task[None]) -> None:
-                # Also when cancelled before its first step, which runs none of its code.
-                if job.cancelled():
-                    run.functions.pop(action.node_id, None)
-                    self.apply(run, run.scheduler.node_cancelled(action.node_id, action.attempt, time.time()))
-
-            job.add_done_callback(cancelled)
+            run.after_flush.append(lambda: self._start_function(run, action))
             return
+
         limit = self.cfg.role_concurrency.get(spec.type)
         if limit is not None:
             keys = self._in_flight.setdefault(spec.type, set())
@@ -189,6 +180,8 @@ class Executor:
             if job is not asyncio.current_task():  # a function failing stops itself by returning
                 job.cancel()
             return
+        if run.scheduler.nodes[action.node_id].spec.is_coordinator_fn:
+            return  # not started yet: _start_function sees it stopped
         run.send(
             SIGNALS_TOPIC,
             Envelope(
@@ -214,6 +207,26 @@ class Executor:
         log.info("task %s %s", run.task_id, state.value)
 
     # -- coordinator functions -----------------------------------------------------------
+
+    def _start_function(self, run: TaskRun, action: Dispatch) -> None:
+        """Started once its dispatch is written (so an adopting coordinator knows to run it again)."""
+        node = run.scheduler.nodes[action.node_id]
+        if run.dropped or node.attempt != action.attempt or node.state.terminal:
+            return
+        if node.state == State.CANCELLING:  # cancelled before it could start
+            self.apply(run, run.scheduler.node_cancelled(action.node_id, action.attempt, time.time()))
+            return
+        job = asyncio.create_task(self._run_function(run, action))
+        run.functions[action.node_id] = job
+        self.spawn(job)
+
+        def cancelled(job: asyncio.Task[None]) -> None:
+            # Also when cancelled before its first step, which runs none of its code.
+            if job.cancelled():
+                run.functions.pop(action.node_id, None)
+                self.apply(run, run.scheduler.node_cancelled(action.node_id, action.attempt, time.time()))
+
+        job.add_done_callback(cancelled)
 
     async def _run_function(self, run: TaskRun, action: Dispatch) -> None:
         spec = run.scheduler.nodes[action.node_id].spec

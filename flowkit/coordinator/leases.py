@@ -68,7 +68,7 @@ class Leases:
 
     async def adopt_orphans(self) -> None:
         now = time.time()
-        for task_id in await self.store.claimable_tasks(now):
+        for task_id in await self.store.claimable_tasks(now, owner=self.cfg.coordinator_id):
             if task_id in self.tasks:
                 continue
             fence = await self.store.claim_task(
@@ -135,6 +135,8 @@ class Leases:
             for run in list(self.tasks.values()):
                 if run.task_id not in held and not run.ended:
                     self._on_drop(run, "another coordinator holds it now")
+            if held - self.tasks.keys():  # ours in the store, not in memory (a claim whose reply was lost)
+                self.wake_adoption.set()
 
     # -- attempts --------------------------------------------------------------------
 

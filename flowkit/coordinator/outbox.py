@@ -70,6 +70,7 @@ class Outbox:
             await self._flush_unlocked(run)
 
     async def _flush_unlocked(self, run: TaskRun) -> None:
+        effects, run.after_flush = run.after_flush, []
         task_fields, node_fields, outbox = run.take_unflushed()
         try:
             if task_fields or node_fields:
@@ -80,8 +81,11 @@ class Outbox:
         except Exception as exc:
             log.warning("task %s: could not write its state (%s); retrying", run.task_id, exc)
             run.put_back(task_fields, node_fields, outbox)
+            run.after_flush[:0] = effects
             self._retry_later(run)
             return
+        for effect in effects:
+            effect()
         try:
             if outbox:
                 await self.bus.publish_many(outbox)

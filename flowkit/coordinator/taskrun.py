@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ class TaskRun:
     node_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[tuple[str, Envelope]] = field(default_factory=list)
     flush_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    after_flush: list[Callable[[], None]] = field(default_factory=list)
+    """Effects that must follow the state written by the next flush (starting a coordinator
+    function), like messages do."""
 
     @property
     def task_id(self) -> str:
@@ -61,7 +65,7 @@ class TaskRun:
 
     @property
     def unflushed(self) -> bool:
-        return bool(self.task_fields or self.node_fields or self.outbox)
+        return bool(self.task_fields or self.node_fields or self.outbox or self.after_flush)
 
     def take_unflushed(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[tuple[str, Envelope]]]:
         taken = (self.task_fields, self.node_fields, self.outbox)

@@ -10,6 +10,9 @@ batches never go back or past the total, and the task is not terminal before its
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import random
 import subprocess
 import sys
 import time
@@ -224,3 +227,37 @@ async def test_a_server_crashing_mid_task_delays_it_and_loses_nothing(
     await assert_exact(store, status)
     assert status.nodes["source"].error is None and status.nodes["sink"].error is None
     assert all(procs.alive(name) for name in ("c1", "w1", "w2")), procs.all_logs()
+
+
+async def test_chaos_random_sigkills_of_coordinators_and_workers_lose_nothing(
+    procs: Processes, store: MongoStore
+) -> None:
+    """Two coordinators and three workers; every 1-2.5 s one of them, at random, is SIGKILLed
+    and a replacement started. Several tasks stream through it all and end exact."""
+    rng = random.Random(int(os.environ.get("FLOWKIT_CHAOS_SEED", "11")))
+    alive = {"c1": "coordinator", "c2": "coordinator", "w1": "worker", "w2": "worker", "w3": "worker"}
+    for name, kind in alive.items():
+        procs.coordinator(name) if kind == "coordinator" else procs.worker(name)
+    tasks = [await submit(store, streaming_graph(COUNT, DELAY_MS, PER_BATCH)) for _ in range(3)]
+    truths = [Truthful(store, task_id, procs) for task_id in tasks]
+
+    async def keep_reading() -> None:  # the status must not lie at any point of the chaos
+        while True:
+            for truth in truths:
+                await truth.read()
+            await asyncio.sleep(0.2)
+
+    reader = asyncio.create_task(keep_reading())
+    for generation in range(6):
+        await asyncio.sleep(rng.uniform(1.0, 2.5))  # chaos pacing, not synchronisation
+        victim = rng.choice(sorted(alive))
+        kind = alive.pop(victim)
+        procs.kill(victim)
+        successor = f"{victim[0]}{generation + 10}"
+        alive[successor] = kind
+        procs.coordinator(successor) if kind == "coordinator" else procs.worker(successor)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader  # re-raises what the reader found wrong
+    for truth in truths:
+        await assert_exact(store, await truth.finished())
