@@ -11,13 +11,15 @@ Other conftest files ask for services through the `testenv` fixture:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import re
 import shlex
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +139,20 @@ def kafka_bootstrap(kafka_env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def kafka_topic_prefix(kafka_env: dict[str, str], request: pytest.FixtureRequest) -> str:
-    """A prefix no other test uses: name every topic and group of the test with it."""
-    return _unique(request, "t").replace("_", "-") + "."
+def kafka_topic_prefix(kafka_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
+    """A prefix no other test uses: name every topic and group of the test with it. Its
+    topics are deleted afterwards (thousands of partitions wear the test broker out)."""
+    from flowkit.testing.distributed import drop_topics
+
+    prefix = _unique(request, "t").replace("_", "-") + "."
+    yield prefix
+    # In a thread of its own: this teardown may run while the test's event loop runs.
+    bootstrap = kafka_env["FLOWKIT_TEST_KAFKA_BOOTSTRAP"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, drop_topics(bootstrap, prefix)).result(timeout=30)
+        except Exception as exc:  # the broker may be what the test broke
+            print(f"could not delete the topics of {prefix}: {exc}")
 
 
 # -- MongoDB protocol -------------------------------------------------------------------

@@ -28,6 +28,20 @@ FAST_COORDINATOR = {"lease_check_interval_sec": 0.5, "adopt_interval_sec": 0.5}
 FAST_WORKER = {"hb_interval_sec": 0.5, "db_cancel_poll_ms": 200, "pull_poll_ms_default": 200}
 
 
+async def drop_topics(kafka_bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (a runtime's or a test's own)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
 class DistributedRuntime:
     """One coordinator and one worker per role over Kafka and MongoDB (a throw-away database)."""
 
@@ -46,7 +60,8 @@ class DistributedRuntime:
         self._client: Any = AsyncMongoClient(mongo_url, serverSelectionTimeoutMS=10_000)
         name = f"flowkit_rt_{uuid.uuid4().hex[:12]}"
         self.db = self._client[name]
-        wire = {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": f"{name}."}
+        self._kafka, self._prefix = kafka_bootstrap, f"{name}."
+        wire = {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": self._prefix}
         cfg = (coordinator_config or CoordinatorConfig()).model_copy(update={**FAST_COORDINATOR, **wire})
         if cfg.worker_types is None:
             cfg = cfg.model_copy(update={"worker_types": list(handlers)})
@@ -75,6 +90,7 @@ class DistributedRuntime:
         await self.coordinator.stop()
         await self._client.drop_database(self.db.name)
         await self._client.close()
+        await drop_topics(self._kafka, self._prefix)
 
     async def __aenter__(self) -> DistributedRuntime:
         await self.start()

@@ -43,7 +43,8 @@ VERSION = "4.1.1"
 SCALA = "2.13"
 # Kafka 4 logs through slf4j 1.7 → log4j2; the binding is not a dependency of the jars.
 LOG4J = "2.24.3"
-HEAP = "512m"
+# A test session creates thousands of partitions (a topic prefix per test); 512m ran out.
+HEAP = "1536m"
 START_TIMEOUT = 90.0
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">

@@ -202,11 +202,15 @@ async def test_sigterm_of_a_busy_worker_hands_the_run_back_without_using_a_retry
 
 def restart_service(name: str) -> None:
     """Crash a test server and start it again on the same address with the same data."""
+    # Without the URL the tests were given: testenv takes a set FLOWKIT_TEST_MONGO_URL for
+    # an external server of the user's, which it must not touch.
+    env = {k: v for k, v in os.environ.items() if k != "FLOWKIT_TEST_MONGO_URL"}
     proc = subprocess.run(
         [sys.executable, str(TESTENV), "restart", name],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
 
