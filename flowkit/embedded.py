@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from .bus.memory import MemoryBus
 from .config import CoordinatorConfig, WorkerConfig
@@ -21,7 +21,40 @@ from .worker.runtime import Worker
 DEFAULT_CONCURRENCY = 16
 
 
-class LocalRuntime:
+class Runtime:
+    """What every runtime offers: a started coordinator with workers, ``submit`` and ``run``.
+    Subclasses build ``coordinator`` and implement ``start``/``stop``."""
+
+    coordinator: Coordinator
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def submit(self, graph: Mapping[str, Any] | GraphSpec, params: dict[str, Any] | None = None) -> str:
+        return await self.coordinator.create_task(params=params or {}, graph=graph)
+
+    async def run(
+        self,
+        graph: Mapping[str, Any] | GraphSpec,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> TaskStatus:
+        """Create the task and wait for it to end; returns its final status."""
+        task_id = await self.submit(graph, params)
+        return await self.coordinator.wait_task(task_id, timeout=timeout)
+
+
+class LocalRuntime(Runtime):
     """One coordinator and one worker per role, sharing a MemoryBus and a MemoryStore."""
 
     def __init__(
@@ -60,23 +93,3 @@ class LocalRuntime:
         for worker in self.workers:
             await worker.stop()
         await self.coordinator.stop()
-
-    async def __aenter__(self) -> LocalRuntime:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def submit(self, graph: Mapping[str, Any] | GraphSpec, params: dict[str, Any] | None = None) -> str:
-        return await self.coordinator.create_task(params=params or {}, graph=graph)
-
-    async def run(
-        self,
-        graph: Mapping[str, Any] | GraphSpec,
-        params: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> TaskStatus:
-        """Create the task and wait for it to end; returns its final status."""
-        task_id = await self.submit(graph, params)
-        return await self.coordinator.wait_task(task_id, timeout=timeout)

@@ -28,13 +28,14 @@ from ..states import State, TaskStatus
 from .client import Client, open_client
 from .connection import ClientSettings
 from .flags import ConnectionFlags, connection_options, run_async
-from .follow import WatchOutcome, watch_task
+from .follow import watch_task
 from .inputs import load_handlers, parse_params
 from .listing import tasks_table, workers_table
 from .logs import configure_logging
 from .messages import EXIT_FAILED, EXIT_INTERRUPTED, fail, load_spec, stderr, stdout_console
 from .progress import ChangeLog, ProgressView, summary_table
 from .service import log_to_stderr, serve_coordinator, serve_worker
+from .session import RunOutcome
 
 
 def _quiet_client_logs() -> None:
@@ -129,7 +130,7 @@ class Display:
         return self.as_json and not self.person
 
 
-async def _watch(client: Client, task_id: str, display: Display, timeout: float | None) -> WatchOutcome:
+async def _watch(client: Client, task_id: str, display: Display, timeout: float | None) -> RunOutcome:
     view, changes = ProgressView(), ChangeLog(stderr)
 
     def on_status(status: TaskStatus) -> None:
@@ -144,7 +145,7 @@ async def _watch(client: Client, task_id: str, display: Display, timeout: float 
         return await watch_task(client.store, task_id, on_status, timeout=timeout)
 
 
-def _report(outcome: WatchOutcome, display: Display, timeout: float | None) -> NoReturn:
+def _report(outcome: RunOutcome, display: Display, timeout: float | None) -> NoReturn:
     """The summary (table or JSON), then exit as ``flowkit run`` does."""
     status = outcome.status
     _print_status(status, display)
@@ -212,7 +213,7 @@ def submit(
     display = Display.on_stderr(as_json)
     _quiet_client_logs()
 
-    async def submit_and_watch() -> WatchOutcome | None:
+    async def submit_and_watch() -> RunOutcome | None:
         async with open_client(settings, kafka=True) as client:
             submitted = await client.submit(spec, task_params, task_id)
             if not submitted.created:
@@ -243,7 +244,7 @@ def watch(flags: ConnectionFlags, task_id: str, as_json: bool) -> None:
     display = Display.on_stderr(as_json)
     _quiet_client_logs()
 
-    async def follow() -> WatchOutcome:
+    async def follow() -> RunOutcome:
         async with open_client(settings, kafka=True) as client:
             return await _watch(client, task_id, display, None)
 

@@ -16,29 +16,16 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from ..errors import TaskNotFound
 from ..states import TaskStatus
 from ..store.base import Store
+from .session import RunOutcome
 
 POLL_SEC = 1.0
 MIN_INTERVAL_SEC = 0.1
 
 StatusCallback = Callable[[TaskStatus], None]
-
-
-@dataclass(frozen=True)
-class WatchOutcome:
-    """The last status seen, and why watching stopped before the end (if it did)."""
-
-    status: TaskStatus
-    interrupted: bool = False
-    timed_out: bool = False
-
-    @property
-    def ended(self) -> bool:
-        return self.status.status.terminal
 
 
 async def read_task(store: Store, task_id: str) -> TaskStatus:
@@ -76,7 +63,7 @@ async def follow_task(
 
 async def watch_task(
     store: Store, task_id: str, on_status: StatusCallback, *, timeout: float | None = None
-) -> WatchOutcome:
+) -> RunOutcome:
     """:func:`follow_task` until the task ends, ``timeout`` passes or Ctrl-C (SIGINT)."""
     latest: list[TaskStatus] = []
 
@@ -95,9 +82,9 @@ async def watch_task(
             job.cancel()
         await asyncio.gather(follower, interrupted, return_exceptions=True)
     if follower in done:
-        return WatchOutcome(follower.result())  # raises what the follower raised
+        return RunOutcome(follower.result())  # raises what the follower raised
     status = latest[0] if latest else await read_task(store, task_id)
-    return WatchOutcome(status, interrupted=interrupted in done, timed_out=not done)
+    return RunOutcome(status, interrupted=interrupted in done, timed_out=not done)
 
 
 @contextlib.contextmanager

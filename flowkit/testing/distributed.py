@@ -17,9 +17,7 @@ from typing import Any
 
 from ..config import CoordinatorConfig, WorkerConfig
 from ..coordinator.core import Coordinator
-from ..embedded import DEFAULT_CONCURRENCY
-from ..graph import GraphSpec
-from ..states import TaskStatus
+from ..embedded import DEFAULT_CONCURRENCY, Runtime
 from ..worker.handlers.base import Handler
 from ..worker.runtime import Worker
 
@@ -42,7 +40,7 @@ async def drop_topics(kafka_bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
-class DistributedRuntime:
+class DistributedRuntime(Runtime):
     """One coordinator and one worker per role over Kafka and MongoDB (a throw-away database)."""
 
     def __init__(
@@ -91,23 +89,3 @@ class DistributedRuntime:
         await self._client.drop_database(self.db.name)
         await self._client.close()
         await drop_topics(self._kafka, self._prefix)
-
-    async def __aenter__(self) -> DistributedRuntime:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def submit(self, graph: Mapping[str, Any] | GraphSpec, params: dict[str, Any] | None = None) -> str:
-        return await self.coordinator.create_task(params=params or {}, graph=graph)
-
-    async def run(
-        self,
-        graph: Mapping[str, Any] | GraphSpec,
-        params: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> TaskStatus:
-        """Create the task and wait for it to end; returns its final status."""
-        task_id = await self.submit(graph, params)
-        return await self.coordinator.wait_task(task_id, timeout=timeout)
