@@ -168,6 +168,9 @@ class Scheduler:
             )
             self._fail(node, error, now, out)
             return self._settle(out)
+        # The worker may only be cut off, not dead: tell the old attempt to stop, so a
+        # zombie frees its slot (a streaming reader would otherwise wait there forever).
+        out.append(StopRunning(node_id, attempt, f"superseded: {why}"))
         out.append(NodeChanged(node_id, {"worker_losses": node.losses}))
         self._dispatch(node, out)
         return out

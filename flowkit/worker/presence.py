@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flowkit.worker")
 
+HEARTBEAT_SEND_TIMEOUT_SEC = 2.0
 _STOPPED_IN_STORE = frozenset({State.CANCELLING, State.CANCELLED, State.FAILED, State.FINISHED})
 
 
@@ -81,7 +82,12 @@ class Presence:
         if runs:
             async with w.run_writes:
                 await w.store.renew_runs(w.worker_id, w.cfg.lease_ttl_sec, now)
-            await w.bus.publish_many([(STATUS_TOPIC, self._heartbeat(run)) for run in runs])
+            # Bounded: with the broker away, the next renewal in the store must not wait for it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    w.bus.publish_many([(STATUS_TOPIC, self._heartbeat(run)) for run in runs]),
+                    HEARTBEAT_SEND_TIMEOUT_SEC,
+                )
         self.last_heartbeat_time = now
         await w.state.write_presence({"busy": len(runs), "last_heartbeat": now, "status": "online"})
 

@@ -305,3 +305,52 @@ def test_failure_while_cancelling_ends_the_node_cancelled() -> None:
     s.node_started("a", 1, "w1", NOW)
     s.cancel("user", NOW)
     assert ended(s.node_failed("a", 1, TRANSIENT, NOW)) == [State.CANCELLED]
+
+
+# --- lost workers and restoring from the store ----------------------------------------------
+
+
+def test_a_lost_worker_reruns_the_node_without_using_a_retry_and_stops_the_old_attempt() -> None:
+    s = scheduler(node("a"))
+    s.start()
+    s.node_started("a", 1, "w1", NOW)
+    actions = s.node_lost("a", 1, "lease expired", max_losses=5, now=NOW)
+    assert dispatched(actions) == [("a", 2)]
+    assert StopRunning("a", 1, "superseded: lease expired") in actions
+    # retry_policy.max is 1: a handler failure of the new attempt is still final, not retried.
+    s.node_started("a", 2, "w2", NOW)
+    assert ended(s.node_failed("a", 2, TRANSIENT, NOW)) == [State.FAILED]
+
+
+def test_too_many_lost_workers_fail_the_node_with_worker_lost() -> None:
+    s = scheduler(node("a"))
+    s.start()
+    for attempt in (1, 2):
+        s.node_started("a", attempt, "w", NOW)
+        actions = s.node_lost("a", attempt, "crash", max_losses=1, now=NOW)
+    failed = [a for a in actions if isinstance(a, NodeChanged) and a.fields.get("status") == State.FAILED]
+    assert failed and failed[0].fields["error"].code == "worker_lost"
+    assert ended(actions) == [State.FAILED]
+
+
+def test_a_stale_loss_changes_nothing() -> None:
+    s = scheduler(node("a"))
+    s.start()
+    s.node_started("a", 1, "w1", NOW)
+    s.node_lost("a", 1, "crash", max_losses=5, now=NOW)
+    assert s.node_lost("a", 1, "crash again", max_losses=5, now=NOW) == []
+
+
+def test_restore_resends_dispatched_commands_and_dispatches_what_became_ready() -> None:
+    from flowkit.states import NodeStatus
+
+    graph = (node("a"), node("b", depends_on=["a"]), node("c"))
+    stored = {
+        "a": NodeStatus(node_id="a", type="w", status=State.FINISHED, attempts=1),
+        "b": NodeStatus(node_id="b", type="w", status=State.QUEUED, attempts=0),
+        "c": NodeStatus(node_id="c", type="w", status=State.QUEUED, attempts=1),
+    }
+    s = scheduler(*graph)
+    actions = s.restore(State.RUNNING, stored, NOW)
+    assert sorted(dispatched(actions)) == [("b", 1), ("c", 1)]
+    assert s.open == 2 and ended(actions) == []
