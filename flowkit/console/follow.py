@@ -12,15 +12,13 @@ Stopping the follower (Ctrl-C, ``timeout``) only stops *watching*: the task keep
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from ..errors import TaskNotFound
 from ..states import TaskStatus
 from ..store.base import Store
-from .session import RunOutcome
+from .session import RunOutcome, sigint_sets
 
 POLL_SEC = 1.0
 MIN_INTERVAL_SEC = 0.1
@@ -72,7 +70,7 @@ async def watch_task(
         on_status(status)
 
     interrupt = asyncio.Event()
-    with _sigint_sets(interrupt):
+    with sigint_sets(interrupt):
         follower = asyncio.create_task(follow_task(store, task_id, remember))
         interrupted = asyncio.create_task(interrupt.wait())
         done, _ = await asyncio.wait(
@@ -85,18 +83,3 @@ async def watch_task(
         return RunOutcome(follower.result())  # raises what the follower raised
     status = latest[0] if latest else await read_task(store, task_id)
     return RunOutcome(status, interrupted=interrupted in done, timed_out=not done)
-
-
-@contextlib.contextmanager
-def _sigint_sets(event: asyncio.Event) -> Iterator[None]:
-    """While inside, Ctrl-C sets ``event`` instead of raising KeyboardInterrupt."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGINT, event.set)
-    except (NotImplementedError, RuntimeError, ValueError):  # no signals here (Windows, threads)
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ async def run_task(
         task_id = await runtime.submit(graph, params)
         stop = asyncio.Event()
         follower = asyncio.create_task(_follow(coordinator, task_id, on_status))
-        with _sigint_sets(stop):
+        with sigint_sets(stop):
             ended = asyncio.create_task(coordinator.wait_task(task_id))
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({ended, stopped}, timeout=timeout, return_when="FIRST_COMPLETED")
@@ -93,7 +93,7 @@ async def _cancel_and_wait(
 
 
 @contextlib.contextmanager
-def _sigint_sets(event: asyncio.Event) -> Any:
+def sigint_sets(event: asyncio.Event) -> Iterator[None]:
     """While inside, Ctrl-C sets ``event`` instead of raising KeyboardInterrupt."""
     loop = asyncio.get_running_loop()
     try:
