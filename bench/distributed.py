@@ -1,113 +1,216 @@
-"""Distributed-mode overhead over real Kafka and the MongoDB-protocol server, with the floor.
+"""The shapes on the distributed runtime: a coordinator and a worker as OS processes.
 
-    eval "$(scripts/testenv env kafka ferretdb)"
-    .venv/bin/python bench/distributed.py [--repeat 3] [--quick]
-
-The same shapes as ``bench/embedded.py`` on :class:`flowkit.testing.distributed.
-DistributedRuntime` (coordinator and one worker per role in this process, talking over
-the real services), next to the floor of the same machine in the same run: a raw
-aiokafka produce -> consume round trip and a raw pymongo ``find_one_and_update``.
-A benchmark, not a test: nothing is asserted.
+``flowkit coordinator`` and ``flowkit worker`` run as the user would start them, over
+the test Kafka and MongoDB-protocol server, on a database and topic prefix of their
+own (dropped after). This process only submits the task through FlowKit's client and
+follows it. The processes' CPU seconds (counted from when a warm-up task has finished,
+so start-up is left out) and peak RSS (``VmHWM``, start-up included) come from psutil
+and /proc.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import statistics
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from shapes import chain, fan, streaming
+import psutil
+from shapes import (
+    chain_figures,
+    chain_graph,
+    fan_figures,
+    fan_graph,
+    scale_figures,
+    scale_graph,
+    streaming_figures,
+    streaming_graph,
+)
 
-from flowkit.testing.distributed import DistributedRuntime
+from flowkit.console.client import Client, open_client
+from flowkit.console.connection import ClientSettings
+from flowkit.console.follow import follow_task
+from flowkit.graph import validate_graph
+from flowkit.states import TaskStatus
+from flowkit.testing.distributed import drop_topics
+
+BENCH_DIR = Path(__file__).resolve().parent
+FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
+WORKER_CAPACITY = 16
+STOP_TIMEOUT_SEC = 30.0
+
+# Short lease and poll intervals, as flowkit.testing.distributed uses.
+FAST = {
+    "FLOWKIT_COORDINATOR_LEASE_CHECK_INTERVAL_SEC": "0.5",
+    "FLOWKIT_COORDINATOR_ADOPT_INTERVAL_SEC": "0.5",
+    "FLOWKIT_WORKER_HB_INTERVAL_SEC": "0.5",
+    "FLOWKIT_WORKER_DB_CANCEL_POLL_MS": "200",
+    "FLOWKIT_WORKER_PULL_POLL_MS_DEFAULT": "200",
+}
 
 
-def _runtime(handlers: dict[str, Any]) -> DistributedRuntime:
-    return DistributedRuntime(
-        handlers,
-        kafka_bootstrap=os.environ["FLOWKIT_TEST_KAFKA_BOOTSTRAP"],
-        mongo_url=os.environ["FLOWKIT_TEST_MONGO_URL"],
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+@dataclass
+class Installation:
+    """A coordinator and a worker process on one database and topic prefix."""
+
+    kafka: str
+    mongo_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    cpu_start: dict[str, float] = field(default_factory=dict)
+
+    def start(self, logs: Path) -> None:
+        env = (
+            os.environ
+            | FAST
+            | {
+                "FLOWKIT_KAFKA_BOOTSTRAP": self.kafka,
+                "FLOWKIT_MONGO_URL": self.mongo_url,
+                "FLOWKIT_TOPIC_PREFIX": self.prefix,
+            }
+        )
+        commands = {
+            "coordinator": [FLOWKIT, "coordinator", "--id", f"{self.database}-coord"],
+            "worker": [
+                FLOWKIT, "worker", "--roles", "noop,source,forward", "--handlers", "shapes:HANDLERS",
+                "--capacity", str(WORKER_CAPACITY), "--id", f"{self.database}-worker",
+            ],
+        }  # fmt: skip
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, command in commands.items():
+            with open(logs / f"{name}.log", "wb") as log:
+                self.processes[name] = subprocess.Popen(
+                    command, cwd=BENCH_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+    @property
+    def database(self) -> str:
+        return self.mongo_url.rsplit("/", 1)[1]
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.database}."
+
+    def mark_cpu(self) -> None:
+        self.cpu_start = {n: cpu_seconds(psutil.Process(p.pid)) for n, p in self.processes.items()}
+
+    def usage(self) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"the {name} process exited with {process.returncode} during the run")
+            figures[f"{name}_cpu_s"] = cpu_seconds(psutil.Process(process.pid)) - self.cpu_start[name]
+            figures[f"{name}_peak_rss_mb"] = peak_rss_mb(process.pid)
+        return figures
+
+    def stop(self) -> None:
+        for name in ("worker", "coordinator"):  # the worker drains first
+            process = self.processes.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SEC)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _wait(client: Client, task_id: str) -> TaskStatus:
+    return await follow_task(client.store, task_id, lambda _: None, poll_sec=0.5, min_interval_sec=0.01)
+
+
+async def _submit(client: Client, graph: dict[str, Any]) -> str:
+    return (await client.submit(validate_graph(graph), {})).task_id
+
+
+@asynccontextmanager
+async def installation(
+    kafka: str, mongo_base_url: str, logs: Path
+) -> AsyncIterator[tuple[Installation, Client]]:
+    """Started processes and a client, warmed up by one finished task; all gone after."""
+    database = f"flowkit_bench_{uuid.uuid4().hex[:10]}"
+    inst = Installation(kafka, mongo_base_url.rstrip("/") + "/" + database)
+    settings = ClientSettings.model_validate(
+        {"kafka_bootstrap": kafka, "mongo_url": inst.mongo_url, "topic_prefix": inst.prefix}
     )
-
-
-async def kafka_round_trip_ms(samples: int = 200) -> float:
-    """p50 of one message produced and consumed back (acks=all, as FlowKit sends)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    bootstrap, topic = os.environ["FLOWKIT_TEST_KAFKA_BOOTSTRAP"], f"floor-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    await producer.send_and_wait(topic, b"warm-up")
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    await consumer.getone()
-    times = []
+    inst.start(logs / database)
     try:
-        for _ in range(samples):
-            started = time.perf_counter()
-            await producer.send_and_wait(topic, b"x")
-            await consumer.getone()
-            times.append((time.perf_counter() - started) * 1000)
+        async with open_client(settings, kafka=True) as client:
+            warm_up = await _wait(client, await _submit(client, chain_graph(2)))
+            if not warm_up.finished:
+                raise RuntimeError(f"warm-up task ended {warm_up.status.value}; see {logs / database}")
+            inst.mark_cpu()
+            yield inst, client
     finally:
-        await consumer.stop()
-        await producer.stop()
-    return statistics.median(times)
+        inst.stop()
+        await _drop(kafka, inst)
 
 
-async def mongo_update_ms(samples: int = 200) -> float:
-    """p50 of one ``find_one_and_update`` with a guard, as FlowKit's conditional writes."""
+async def _drop(kafka: str, inst: Installation) -> None:
     from pymongo import AsyncMongoClient
 
-    client: Any = AsyncMongoClient(os.environ["FLOWKIT_TEST_MONGO_URL"])
-    db = client[f"floor_{uuid.uuid4().hex[:8]}"]
-    await db.docs.insert_one({"_id": "d", "n": 0})
-    times = []
+    mongo: Any = AsyncMongoClient(inst.mongo_url, serverSelectionTimeoutMS=10_000)
     try:
-        for i in range(samples):
-            started = time.perf_counter()
-            await db.docs.find_one_and_update({"_id": "d", "n": i}, {"$inc": {"n": 1}})
-            times.append((time.perf_counter() - started) * 1000)
+        await mongo.drop_database(inst.database)
     finally:
-        await client.drop_database(db.name)
-        await client.close()
-    return statistics.median(times)
+        await mongo.close()
+    await drop_topics(kafka, inst.prefix)
 
 
-Scenario = tuple[str, str, Callable[[], Awaitable[float]]]
+def _elapsed(started: float, statuses: list[TaskStatus]) -> float:
+    """From the submit to the coordinator's last ``finished_at`` (one clock: this machine's)."""
+    ends = [s.finished_at for s in statuses if s.finished_at is not None]
+    return max(ends) - started if ends else float("nan")
 
 
-def scenarios(quick: bool) -> list[Scenario]:
-    size = 1 if quick else 2
-    return [
-        ("floor: Kafka produce -> consume round trip p50", "ms", kafka_round_trip_ms),
-        ("floor: find_one_and_update p50", "ms", mongo_update_ms),
-        (f"chain of {50 * size} no-op nodes", "ms/node", lambda: chain(_runtime, 50 * size)),
-        (f"{500 * size}-wide fan-out + fan-in", "nodes/s", lambda: fan(_runtime, 500 * size)),
-        (
-            f"3-stage first_batch pipeline, {1000 * size} batches",
-            "batches/s",
-            lambda: streaming(_runtime, 1000 * size),
-        ),
-    ]
+async def _measure(client: Client, shape: str, size: int) -> dict[str, float]:
+    if shape == "scale":
+        started = time.time()
+        ids = await asyncio.gather(*(_submit(client, scale_graph()) for _ in range(size)))
+        statuses = list(await asyncio.gather(*(_wait(client, i) for i in ids)))
+        return scale_figures(statuses, _elapsed(started, statuses))
+    graphs: dict[str, Callable[[int], dict[str, Any]]] = {
+        "chain": chain_graph,
+        "fan": fan_graph,
+        "streaming": streaming_graph,
+    }
+    started = time.time()
+    status = await _wait(client, await _submit(client, graphs[shape](size)))
+    elapsed = _elapsed(started, [status])
+    if shape == "chain":
+        return chain_figures(status, elapsed)
+    if shape == "fan":
+        return fan_figures(status, elapsed)
+    return streaming_figures(status, elapsed, size)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="half the sizes")
-    args = parser.parse_args()
-    print(f"{'scenario':52} {'median':>10} {'min..max':>21}  unit")
-    for name, unit, scenario in scenarios(args.quick):
-        figures = [asyncio.run(scenario()) for _ in range(args.repeat)]
-        spread = f"{min(figures):,.2f}..{max(figures):,.2f}"
-        print(f"{name:52} {statistics.median(figures):>10,.2f} {spread:>21}  {unit}", flush=True)
+async def _distributed(shape: str, size: int, kafka: str, mongo: str, logs: Path) -> dict[str, float]:
+    async with installation(kafka, mongo, logs) as (inst, client):
+        figures = await _measure(client, shape, size)
+        return figures | inst.usage()
 
 
-if __name__ == "__main__":
-    main()
+def distributed(shape: str, size: int, kafka: str, mongo: str, logs: Path) -> dict[str, float]:
+    """One run of ``shape`` at ``size`` on fresh coordinator and worker processes."""
+    return asyncio.run(_distributed(shape, size, kafka, mongo, logs))

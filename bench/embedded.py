@@ -1,48 +1,65 @@
-"""Embedded-mode overhead: the three scenarios of the performance contract (DESIGN.md).
+"""The shapes on the embedded runtime (LocalRuntime: coordinator and workers in one process).
 
-    .venv/bin/python bench/embedded.py [--repeat 5]
-
-Each scenario runs ``--repeat`` times in a fresh LocalRuntime; the median is printed
-with the spread. Handlers do nothing, so the figures are FlowKit's own overhead
-(validation, scheduling, bus, store, worker runtime), create_task to the end.
-This is a benchmark, not a test: nothing here asserts a time.
+Each measurement runs in a fresh process (see ``run.py``), so its CPU seconds and peak
+RSS are its own: coordinator and workers share that process here, so the figures are
+of both together.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
-from collections.abc import Awaitable, Callable
+import resource
+import time
+from typing import Any
 
-from shapes import chain, fan, streaming
+from shapes import (
+    HANDLERS,
+    chain_figures,
+    chain_graph,
+    fan_figures,
+    fan_graph,
+    scale_figures,
+    scale_graph,
+    streaming_figures,
+    streaming_graph,
+)
 
 from flowkit import LocalRuntime
-
-SCENARIOS: list[tuple[str, str, str, Callable[[], Awaitable[float]]]] = [
-    ("chain of 1,000 no-op nodes", "ms/node", "<= 0.2", lambda: chain(LocalRuntime, 1000)),
-    ("1,000-wide fan-out + fan-in", "nodes/s", ">= 20,000", lambda: fan(LocalRuntime, 1000)),
-    (
-        "3-stage first_batch pipeline, 10,000 batches",
-        "batches/s",
-        ">= 5,000",
-        lambda: streaming(LocalRuntime, 10_000),
-    ),
-]
+from flowkit.states import TaskStatus
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    print(f"{'scenario':48} {'median':>10} {'min..max':>21}  unit       target")
-    for name, unit, target, scenario in SCENARIOS:
-        figures = [asyncio.run(scenario()) for _ in range(args.repeat)]
-        spread = f"{min(figures):,.3f}..{max(figures):,.3f}"
-        print(f"{name:48} {statistics.median(figures):>10,.3f} {spread:>21}  {unit:10} {target}", flush=True)
+async def _one(graph: dict[str, Any]) -> tuple[TaskStatus, float]:
+    async with LocalRuntime(HANDLERS) as runtime:
+        started = time.perf_counter()
+        status = await runtime.run(graph)
+        return status, time.perf_counter() - started
 
 
-if __name__ == "__main__":
-    main()
+async def _scale(tasks: int) -> dict[str, float]:
+    async with LocalRuntime(HANDLERS) as runtime:
+        started = time.perf_counter()
+        ids = [await runtime.submit(scale_graph()) for _ in range(tasks)]
+        statuses = await asyncio.gather(*(runtime.coordinator.wait_task(i) for i in ids))
+        return scale_figures(list(statuses), time.perf_counter() - started)
+
+
+async def _measure(shape: str, size: int) -> dict[str, float]:
+    if shape == "chain":
+        return chain_figures(*await _one(chain_graph(size)))
+    if shape == "fan":
+        return fan_figures(*await _one(fan_graph(size)))
+    if shape == "streaming":
+        status, elapsed = await _one(streaming_graph(size))
+        return streaming_figures(status, elapsed, size)
+    if shape == "scale":
+        return await _scale(size)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def embedded(shape: str, size: int) -> dict[str, float]:
+    """One run of ``shape`` at ``size``, with this process's CPU seconds and peak RSS."""
+    cpu = time.process_time()
+    figures = asyncio.run(_measure(shape, size))
+    figures["process_cpu_s"] = time.process_time() - cpu
+    figures["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return figures

@@ -1,0 +1,291 @@
+# ruff: noqa: RUF001  (the table and the plot are for people: the times and dash signs are meant)
+"""The run's results as JSON, a markdown table and a PNG plot, all from the same records.
+
+The plot draws the table's "ms/unit" column (cost per node, or per batch for
+streaming) against the size, one line per runtime, so it shows what the table says.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FLOOR = "asyncio floor"
+EMBEDDED = "FlowKit embedded"
+DISTRIBUTED = "FlowKit distributed"
+CELERY = "Celery + Redis"
+SERVICES = "services floor"
+RUNTIMES = (FLOOR, EMBEDDED, DISTRIBUTED, CELERY)
+
+SHAPES = {
+    "chain": "(a) chain of N no-op nodes",
+    "fan": "(b) N-wide fan-out + fan-in",
+    "streaming": "(c) 3-stage first_batch pipeline of N batches (middle stage rechunk:size)",
+    "scale": "(d) N concurrent tasks of 20 nodes",
+}
+COST = {"chain": "ms_per_node", "fan": "ms_per_node", "streaming": "ms_per_batch", "scale": "ms_per_node"}
+RATE = {"fan": "nodes_per_s", "streaming": "batches_per_s", "scale": "nodes_per_s"}
+
+
+@dataclass
+class Record:
+    runtime: str
+    shape: str
+    size: int
+    figures: dict[str, float]
+    runs: int = 1
+    spread: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    command: str
+    date: str
+    machine: str
+    load: str
+    records: list[Record]
+
+    def find(self, runtime: str, shape: str, size: int | None = None) -> Record | None:
+        """The record of ``runtime`` on ``shape`` (the smallest size unless ``size``)."""
+        found = sorted(
+            (r for r in self.records if r.runtime == runtime and r.shape == shape), key=lambda r: r.size
+        )
+        if size is not None:
+            found = [r for r in found if r.size == size]
+        return found[0] if found else None
+
+    def sizes(self, shape: str) -> list[int]:
+        return sorted({r.size for r in self.records if r.shape == shape})
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or value != value:
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}×"
+
+
+def _usage(figures: dict[str, float]) -> tuple[str, str]:
+    if "coordinator_cpu_s" in figures:
+        cpu = f"{_fmt(figures['coordinator_cpu_s'])} / {_fmt(figures['worker_cpu_s'])}"
+        rss = f"{_fmt(figures['coordinator_peak_rss_mb'])} / {_fmt(figures['worker_peak_rss_mb'])}"
+        return cpu, rss
+    if "process_cpu_s" in figures:
+        return _fmt(figures["process_cpu_s"]), _fmt(figures["process_peak_rss_mb"])
+    if "worker_cpu_s" in figures:
+        return f"– / {_fmt(figures['worker_cpu_s'])}", f"– / {_fmt(figures['worker_peak_rss_mb'])}"
+    return "–", "–"
+
+
+def shape_table(run: Run, shape: str) -> list[str]:
+    cost, rate = COST[shape], RATE.get(shape)
+    head = ["runtime", "N", cost.replace("_per_", "/"), *([rate.replace("_per_", "/")] if rate else [])]
+    head += ["× asyncio floor", "CPU s (coord / worker)", "peak RSS MB (coord / worker)"]
+    if shape == "chain":
+        head += ["ready→running p50 / p99 ms", "ready→finished p50 / p99 ms"]
+    if shape == "streaming":
+        head += ["first→last batch s"]
+    lines = [f"### {SHAPES[shape]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for runtime in RUNTIMES:
+        for size in run.sizes(shape):
+            record = run.find(runtime, shape, size)
+            if record is None:
+                continue
+            f = record.figures
+            floor = run.find(FLOOR, shape, size)
+            times = f[cost] / floor.figures[cost] if floor and runtime != FLOOR else None
+            cpu, rss = _usage(f)
+            row = [runtime, f"{size:,}", _fmt(f.get(cost)), *([_fmt(f.get(rate))] if rate else [])]
+            row += [_ratio(times), cpu, rss]
+            if shape == "chain":
+                row += [
+                    *(
+                        f"{_fmt(f[a])} / {_fmt(f[b])}" if a in f else "–"
+                        for a, b in (
+                            ("ready_running_p50_ms", "ready_running_p99_ms"),
+                            ("ready_finished_p50_ms", "ready_finished_p99_ms"),
+                        )
+                    )
+                ]
+            if shape == "streaming":
+                row += [_fmt(f.get("first_to_last_s"))]
+            lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
+def _cost(run: Run, runtime: str, shape: str) -> float | None:
+    record = run.find(runtime, shape)
+    return record.figures[COST[shape]] if record else None
+
+
+def targets(run: Run) -> list[tuple[str, str, str, bool | None]]:
+    """(target, measured, how, met) for each target of the issue that this run can judge."""
+    out: list[tuple[str, str, str, bool | None]] = []
+
+    def add(name: str, value: float | None, limit: float, how: str, at_most: bool = True) -> None:
+        if value is None:
+            return
+        met = value <= limit if at_most else value >= limit
+        out.append((name, f"{value:,.2f}", how, met))
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    add(
+        "embedded chain ≤ 5× floor",
+        over(_cost(run, EMBEDDED, "chain"), _cost(run, FLOOR, "chain")),
+        5,
+        "× floor",
+    )
+    add(
+        "embedded fan-out within 15× floor",
+        over(_cost(run, EMBEDDED, "fan"), _cost(run, FLOOR, "fan")),
+        15,
+        "× floor",
+    )
+    add(
+        "embedded streaming within 10× floor",
+        over(_cost(run, EMBEDDED, "streaming"), _cost(run, FLOOR, "streaming")),
+        10,
+        "× floor",
+    )
+    dist_chain = _cost(run, DISTRIBUTED, "chain")
+    add("distributed chain ≤ Celery's", over(dist_chain, _cost(run, CELERY, "chain")), 1, "× Celery")
+    kafka = run.find(SERVICES, "kafka")
+    if kafka:
+        add(
+            "distributed chain ≤ 1.3× two Kafka round trips",
+            over(dist_chain, 2 * kafka.figures["p50_ms"]),
+            1.3,
+            "× (2 × Kafka p50)",
+        )
+    add(
+        "distributed fan-out ≥ 3× Celery's chord",
+        over(_cost(run, CELERY, "fan"), _cost(run, DISTRIBUTED, "fan")),
+        3,
+        "× Celery (throughput)",
+        at_most=False,
+    )
+    stream = run.find(DISTRIBUTED, "streaming")
+    if stream:
+        add(
+            "distributed ≥ 1,000 batches/s", stream.figures["batches_per_s"], 1000, "batches/s", at_most=False
+        )
+    scale = run.find(DISTRIBUTED, "scale", 200)
+    if scale:
+        add("coordinator < 200 MB for 200 × 20", scale.figures["coordinator_peak_rss_mb"], 200, "MB peak RSS")
+    return out
+
+
+def growth(run: Run) -> list[str]:
+    """Cost per unit at twice the size over cost at the size: ≤ 1 means it grew no faster than the work."""
+    lines = ["| shape | " + " | ".join(RUNTIMES) + " |", "|---|" + "---|" * len(RUNTIMES)]
+    for shape in SHAPES:
+        cells = []
+        for runtime in RUNTIMES:
+            sizes = sorted(r.size for r in run.records if r.runtime == runtime and r.shape == shape)
+            if len(sizes) < 2:
+                cells.append("–")
+                continue
+            small, large = run.find(runtime, shape, sizes[0]), run.find(runtime, shape, sizes[-1])
+            assert small and large
+            ratio = large.figures[COST[shape]] / small.figures[COST[shape]]
+            cells.append(f"{ratio:.2f} ({sizes[0]:,}→{sizes[-1]:,})")
+        lines.append(f"| {shape} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(run: Run, plot_name: str) -> str:
+    lines = [
+        "# FlowKit benchmark results",
+        "",
+        f"- command: `{run.command}`",
+        f"- date: {run.date}",
+        f"- machine: {run.machine}",
+        f"- load: {run.load}",
+        "",
+        f"![cost against size]({plot_name})",
+        "",
+        "Medians of the runs (asyncio floor, embedded and Celery: as many runs as `--repeat`; "
+        "distributed: one run per size, each on fresh processes).",
+        "",
+    ]
+    services = [r for r in run.records if r.runtime == SERVICES]
+    if services:
+        lines += ["### The services' floor", "", "| operation | p50 ms | p99 ms |", "|---|---|---|"]
+        names = {"kafka": "Kafka produce → consume round trip", "mongo": "find_one_and_update"}
+        for r in services:
+            lines.append(f"| {names[r.shape]} | {_fmt(r.figures['p50_ms'])} | {_fmt(r.figures['p99_ms'])} |")
+        lines.append("")
+    for shape in SHAPES:
+        if run.sizes(shape):
+            lines += shape_table(run, shape)
+    lines += [
+        "### Targets (ratios in this run)",
+        "",
+        "| target | measured | unit | met |",
+        "|---|---|---|---|",
+    ]
+    for name, value, how, met in targets(run):
+        lines.append(f"| {name} | {value} | {how} | {'yes' if met else '**no**'} |")
+    lines += ["", "### Growth: cost per unit at 2N over cost at N", "", *growth(run), ""]
+    return "\n".join(lines)
+
+
+def plot(run: Run, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    styles = {FLOOR: "k:", EMBEDDED: "C0-", DISTRIBUTED: "C1-", CELERY: "C3--"}
+    for ax, shape in zip(axes.flat, SHAPES, strict=True):
+        for runtime in RUNTIMES:
+            points = sorted(
+                (r.size, r.figures[COST[shape]])
+                for r in run.records
+                if r.runtime == runtime and r.shape == shape
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, styles[runtime], marker="o", label=runtime)
+                for x, y in points:
+                    ax.annotate(_fmt(y), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        kafka = run.find(SERVICES, "kafka")
+        if shape == "chain" and kafka:
+            ax.axhline(
+                2 * kafka.figures["p50_ms"], color="C2", linestyle="-.", label="2 × Kafka round trip p50"
+            )
+        ax.set_title(SHAPES[shape], fontsize=9)
+        ax.set_xlabel("N")
+        ax.set_ylabel(COST[shape].replace("_per_", " per "))
+        ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Cost per unit against size (lower is better) — {run.date}, {run.machine}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(run: Run, directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": directory / "results.json",
+        "md": directory / "results.md",
+        "png": directory / "results.png",
+    }
+    data: dict[str, Any] = asdict(run)
+    paths["json"].write_text(json.dumps(data, indent=1) + "\n")
+    plot(run, paths["png"])
+    paths["md"].write_text(markdown(run, paths["png"].name))
+    return paths
