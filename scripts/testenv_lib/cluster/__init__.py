@@ -14,8 +14,10 @@ network module (which runs last at `down`) removes the address and the routes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from pathlib import Path
 
 from .. import network, sysctls
 from ..common import (
@@ -24,18 +26,20 @@ from ..common import (
     daemon_alive,
     ensure_debian_packages,
     link_bin,
+    pid_of,
     say,
     stop_daemon,
     wait_until,
 )
 from . import addons, controlplane, node, sweep
-from .build import K8S_VERSION, ensure_binaries, k8s_bin
+from .build import K8S_VERSION, coredns_bin, ensure_binaries, k8s_bin
+from .etcd import ETCD_VERSION, etcd_bin
 from .layout import Layout, Ports
 from .pki import ADMIN, NODE_NAME
 
 NAME = "cluster"
+# etcd is built from the Go module proxy (etcd.py): Debian's is too old for Kubernetes 1.37.
 DEBIAN_PACKAGES = (
-    "etcd-server",
     "containerd",
     "runc",
     "containernetworking-plugins",
@@ -155,6 +159,43 @@ def _healthy(ctx: Context, layout: Layout) -> bool:
     )
 
 
+def _daemon_binaries(ctx: Context) -> dict[str, Path]:
+    """The executable each daemon is started from now (its start function's argv[0])."""
+    kube = {
+        d: k8s_bin(ctx, d)
+        for d in (
+            controlplane.APISERVER,
+            controlplane.CONTROLLER_MANAGER_DAEMON,
+            controlplane.SCHEDULER_DAEMON,
+            node.KUBELET_DAEMON,
+            addons.KUBE_PROXY_DAEMON,
+        )
+    }
+    containerd = shutil.which(node.CONTAINERD)
+    return {
+        controlplane.ETCD: etcd_bin(ctx),
+        **kube,
+        addons.COREDNS_DAEMON: coredns_bin(ctx),
+        **({node.CONTAINERD: Path(containerd)} if containerd else {}),
+    }
+
+
+def _changed_binaries(ctx: Context) -> list[str]:
+    """Running daemons whose executable is not the one `up` would start now: a version
+    bump (another cached path) or a rebuild or package upgrade in place (the kernel then
+    shows the running file as deleted)."""
+    changed = []
+    for daemon, binary in _daemon_binaries(ctx).items():
+        pid = pid_of(ctx, daemon)
+        try:
+            running = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue  # gone: `_healthy` has said so already
+        if running != str(binary.resolve()):
+            changed.append(f"{daemon} runs {running}, the current one is {binary}")
+    return changed
+
+
 def down(ctx: Context) -> None:
     _teardown(ctx, Layout.of(ctx))
 
@@ -209,7 +250,9 @@ def status(ctx: Context) -> str:
     ports = Ports.saved(ctx)
     api = ports.apiserver_url if ports else "?"
     node_state = "Ready" if _node_ready_untainted(_node(ctx, layout)) else "NOT Ready"
-    return f"up: Kubernetes {K8S_VERSION} at {api}, node {NODE_NAME} {node_state}"
+    changed = [c.split()[0] for c in _changed_binaries(ctx)]
+    note = f"; binaries changed ({', '.join(changed)}): `up` restarts it" if changed else ""
+    return f"up: Kubernetes {K8S_VERSION} (etcd {ETCD_VERSION}) at {api}, node {NODE_NAME} {node_state}{note}"
 
 
 def env(ctx: Context) -> dict[str, str]:
@@ -223,4 +266,8 @@ def env(ctx: Context) -> dict[str, str]:
         values["FLOWKIT_CONTAINERD_ADDRESS"] = str(layout.containerd_socket)
         values["FLOWKIT_TEST_NODE"] = NODE_NAME
         values["FLOWKIT_TEST_PAUSE_IMAGE"] = node.pause_image(ctx)
+    ports = Ports.saved(ctx)
+    if ports is not None:
+        values["FLOWKIT_TEST_ETCD_URL"] = f"http://127.0.0.1:{ports.etcd_client}"
+    values["FLOWKIT_TEST_LOGS"] = str(ctx.run / "logs")
     return values

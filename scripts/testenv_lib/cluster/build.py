@@ -1,4 +1,4 @@
-"""Kubernetes and CoreDNS binaries, built from the Go module proxy and cached by version.
+"""Kubernetes, etcd and CoreDNS binaries, built from the Go module proxy and cached by version.
 
 Kubernetes is built through a wrapper module that requires `k8s.io/kubernetes` and
 repeats the `replace` lines of its own go.mod: upstream points its 30-odd staging
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import golang
 from ..common import Context, TestenvError, cache_lock, require_disk, run, say
+from .etcd import build_etcd, etcd_bin
 
 K8S_VERSION = "v1.37.2"
 COREDNS_VERSION = "v1.15.0"
@@ -73,6 +74,8 @@ def ensure_binaries(ctx: Context) -> None:
         local = [local_bin(ctx, c) for c in LOCAL_COMMANDS]
         if _missing(kube) or _missing(local):
             _build_wrapper_module(ctx, kube_missing=_missing(kube))
+        if not etcd_bin(ctx).exists():
+            build_etcd(ctx, _go_env(ctx))
         if not coredns_bin(ctx).exists():
             _build_coredns(ctx)
         shutil.rmtree(_go_build_cache(ctx), ignore_errors=True)

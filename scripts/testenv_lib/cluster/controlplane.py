@@ -1,5 +1,8 @@
 """The control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
+etcd is the one built by `etcd.py` (3.6: Debian's 3.4 lacks the progress notifications
+that the API server's watch-list needs).
+
 etcd and the two controllers listen on 127.0.0.1 only. The API server is bound to and
 advertises HOST_IP (the pod bridge's gateway), so the default endpoint reconciler
 points the `kubernetes` Service there and pods reach it with their ServiceAccount.
@@ -15,6 +18,7 @@ import urllib.request
 
 from ..common import HOST_IP, SERVICE_CIDR, Context, start_daemon, wait_until
 from .build import k8s_bin
+from .etcd import etcd_bin
 from .layout import Layout, Ports
 from .pki import ADMIN, CLUSTER_DOMAIN, CONTROLLER_MANAGER, FRONT_PROXY_CLIENT, SCHEDULER, Pki
 
@@ -33,7 +37,7 @@ def start_etcd(ctx: Context, layout: Layout, ports: Ports) -> None:
         ctx,
         ETCD,
         [
-            "etcd",
+            str(etcd_bin(ctx)),
             "--name",
             "flowkit",
             "--data-dir",
