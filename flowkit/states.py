@@ -68,6 +68,9 @@ class NodeStatus(BaseModel):
     """Attempts lost with their worker (crash, SIGTERM, scale-down): not charged to ``retry_policy.max``."""
     note: str | None = None
     """Why the node waits, e.g. "no live worker for role 'x'"."""
+    attempt_base: int = 0
+    """Attempts made before the task was last retried (``retry_task``): the retry budget
+    counts from here, and attempt numbers go on growing so late messages stay stale."""
 
     @property
     def duration(self) -> float | None:
@@ -96,6 +99,14 @@ class TaskStatus(BaseModel):
     """The coordinator that holds the task's lease (None: waiting to be adopted)."""
     cancel_requested: str | None = None
     """Set by any process (``flowkit cancel``); the owner carries the cancel out."""
+    suspended: bool = False
+    """No new node starts while set (running ones finish): ``suspend_task`` / ``resume_task``."""
+    suspend_requested: bool | None = None
+    """What any process last asked for (``suspend_task`` / ``resume_task``); the owner
+    carries it out into ``suspended``. None: never asked."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Given at ``create_task`` and never changed: who made the task, e.g. the operator's
+    FlowTask namespace and name."""
 
     def snapshot(self) -> TaskStatus:
         """A copy safe to hand out: node records are copied, their values are replaced

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ..backends import resolve_backends
@@ -106,7 +106,8 @@ class Coordinator:
         ]
         if self.backends.feed is not None:
             self.backends.feed.on("new", lambda _task_id: self.leases.wake_adoption.set())
-            self.backends.feed.on("cancel", self._cancel_requested)
+            self.backends.feed.on("cancel", self._requested)
+            self.backends.feed.on("suspend", self._requested)
         log.info("coordinator %s started", self.cfg.coordinator_id)
 
     async def stop(self) -> None:
@@ -154,11 +155,12 @@ class Coordinator:
         graph: Mapping[str, Any] | GraphSpec | None = None,
         *,
         task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Validate ``graph`` (raises GraphError naming node and field), store it, start it.
 
         With ``task_id`` it is idempotent: if that task exists, its id is returned and
-        nothing about it changes.
+        nothing about it changes. ``labels`` are kept with the task (``TaskStatus.labels``).
         """
         if not self._started:
             raise RuntimeError("call `await coordinator.start()` before create_task()")
@@ -168,6 +170,7 @@ class Coordinator:
         task_id = task_id or uuid.uuid4().hex
         me = self.cfg.coordinator_id
         status = new_task_status(task_id, spec, params, owner=me)
+        status.labels = dict(labels or {})
         created = await self.store.create_task(
             status, spec.model_dump(mode="json"), owner=me, lease_sec=self.cfg.task_lease_sec
         )
@@ -252,6 +255,87 @@ class Coordinator:
         self.executor.apply(run, actions)
         await self.outbox.flush(run)
 
+    async def suspend_task(self, task_id: str) -> None:
+        """Start no new node until :meth:`resume_task`; running nodes finish (one that
+        loses its worker runs again: it had started). Any process, any owner."""
+        await self._set_suspended(task_id, True)
+
+    async def resume_task(self, task_id: str) -> None:
+        """Start the nodes held back by :meth:`suspend_task`."""
+        await self._set_suspended(task_id, False)
+
+    async def _set_suspended(self, task_id: str, suspended: bool) -> None:
+        # Always stored: a coordinator adopting the task later must know what was asked.
+        await self.store.request_suspend(task_id, suspended)
+        run = self._tasks.get(task_id)
+        if run is None or run.dropped:
+            if self.backends.feed is not None:
+                self.backends.feed.announce(task_id, "suspend")
+            return
+        self._apply_suspend(run, suspended)
+        await self.outbox.flush(run)
+
+    def _apply_suspend(self, run: TaskRun, suspended: bool) -> None:
+        scheduler = run.scheduler
+        self.executor.apply(run, scheduler.suspend() if suspended else scheduler.resume())
+
+    async def retry_task(self, task_id: str) -> list[str]:
+        """Run a failed or cancelled task again from its unfinished nodes: finished nodes
+        keep their results, the others start over with a fresh ``retry_policy`` budget
+        (their attempt numbers go on). Returns the ids of the nodes that will run again;
+        FlowKitError if the task is not failed or cancelled. Any coordinator adopts it."""
+        status = await self.get_status(task_id)
+        if status.status not in (State.FAILED, State.CANCELLED):
+            raise FlowKitError(
+                f"task {task_id} is {status.status.value}: only a failed or cancelled task can be retried"
+            )
+        again = {nid: node for nid, node in status.nodes.items() if node.status != State.FINISHED}
+        node_fields: dict[str, dict[str, Any]] = {
+            nid: {
+                "status": State.QUEUED,
+                "error": None,
+                "finished_at": None,
+                "retry_at": None,
+                "note": None,
+                "worker_id": None,
+                "first_batch_at": None,
+                "worker_losses": 0,
+                "attempt_base": node.attempts,
+            }
+            for nid, node in again.items()
+        }
+        task_fields = {"status": State.RUNNING, "error": None, "finished_at": None}
+        if not await self.store.reopen_task(task_id, task_fields, node_fields):
+            raise FlowKitError(f"task {task_id} changed while being retried: it is not failed or cancelled")
+        log.info("task %s: retrying %d node(s): %s", task_id, len(again), ", ".join(sorted(again)))
+        self.leases.wake_adoption.set()
+        if self.backends.feed is not None:
+            self.backends.feed.announce(task_id, "new")
+        return sorted(again)
+
+    async def delete_task(self, task_id: str, cancel_timeout: float = 30.0) -> bool:
+        """Remove the task with its artifacts, batch records, checkpoints and runs; True
+        if it existed. A task still running is cancelled first, and its handlers get up
+        to ``cancel_timeout`` seconds to stop (so none writes after the delete)."""
+        try:
+            status = await self.get_status(task_id)
+        except TaskNotFound:
+            return await self.store.delete_task(task_id)
+        if not status.status.terminal:
+            await self.cancel_task(task_id, "deleted")
+            with contextlib.suppress(TimeoutError):
+                await self.wait_task(task_id, timeout=cancel_timeout)
+        run = self._tasks.get(task_id)
+        if run is not None:
+            self._drop(run, "deleted")
+        return await self.store.delete_task(task_id)
+
+    def on_change(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(task_id)`` after every change of any task, by this process or
+        (through the change feed) any other; returns the function that stops it. The
+        callback must not block: read the status elsewhere (it is a hint, not the data)."""
+        return self.store.observe(callback)
+
     # -- what comes in ---------------------------------------------------------------
 
     async def _take_status(self, sub: Subscription) -> None:
@@ -290,15 +374,21 @@ class Coordinator:
         horizon = time.time() - 3 * max(self.cfg.worker_lease_ttl_sec, 60.0)
         return {role for roles, seen in self._workers.values() if seen >= horizon for role in roles}
 
-    def _cancel_requested(self, task_id: str) -> None:
+    def _requested(self, task_id: str) -> None:
         if task_id in self._tasks:
-            self.executor.spawn(asyncio.create_task(self._cancel_from_store(task_id)))
+            self.executor.spawn(asyncio.create_task(self._carry_out_requests(task_id)))
 
-    async def _cancel_from_store(self, task_id: str) -> None:
-        reason = await self.store.cancel_request(task_id)
+    async def _carry_out_requests(self, task_id: str) -> None:
+        """Another process asked (cancel, suspend, resume): read what, do it."""
+        status = await self.store.get_task(task_id)
         run = self._tasks.get(task_id)
-        if reason and run is not None and not run.scheduler.state.terminal:
-            await self.cancel_task(task_id, reason)
+        if status is None or run is None or run.dropped or run.scheduler.state.terminal:
+            return
+        if status.suspend_requested is not None and status.suspend_requested != run.scheduler.suspended:
+            self._apply_suspend(run, status.suspend_requested)
+            await self.outbox.flush(run)
+        if status.cancel_requested:
+            await self.cancel_task(task_id, status.cancel_requested)
 
     # -- tasks leaving -----------------------------------------------------------------
 

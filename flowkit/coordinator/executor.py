@@ -16,7 +16,7 @@ from ..states import NodeError, State
 from ..store.base import Store
 from .functions import FunctionContext, call_function
 from .outbox import Outbox
-from .scheduler import Action, Dispatch, NodeChanged, RetryLater, StopRunning, TaskEnded
+from .scheduler import Action, Dispatch, NodeChanged, RetryLater, StopRunning, TaskEnded, TaskSuspended
 from .taskrun import TaskRun
 
 log = logging.getLogger("flowkit.coordinator")
@@ -58,6 +58,9 @@ class Executor:
                 self._stop_running(run, action)
             elif isinstance(action, TaskEnded):
                 self._end_task(run, action.state)
+            elif isinstance(action, TaskSuspended):
+                log.info("task %s %s", run.task_id, "suspended" if action.suspended else "resumed")
+                run.set_task({"suspended": action.suspended})
         if run.unflushed:
             self.outbox.mark(run)
 

@@ -94,7 +94,8 @@ class Leases:
             self.tasks.pop(task_id, None)
             raise
         now = time.time()
-        actions = run.scheduler.restore(status.status, status.nodes, now)
+        suspended = status.suspended if status.suspend_requested is None else status.suspend_requested
+        actions = run.scheduler.restore(status.status, status.nodes, now, suspended=suspended)
         log.info(
             "coordinator %s adopted task %s (fence %d, was %s)",
             self.cfg.coordinator_id,
@@ -102,7 +103,7 @@ class Leases:
             fence.token,
             status.owner or "new",
         )
-        run.set_task({"owner": self.cfg.coordinator_id})
+        run.set_task({"owner": self.cfg.coordinator_id, "suspended": suspended})
         if run.status.status.value == "queued":
             run.set_task({"status": run.scheduler.state})
         self.executor.apply(run, actions)

@@ -50,7 +50,14 @@ class TaskEnded:
     state: State
 
 
-Action = Dispatch | RetryLater | StopRunning | NodeChanged | TaskEnded
+@dataclass(frozen=True, slots=True)
+class TaskSuspended:
+    """The task was suspended (True) or resumed (False)."""
+
+    suspended: bool
+
+
+Action = Dispatch | RetryLater | StopRunning | NodeChanged | TaskEnded | TaskSuspended
 
 
 @dataclass(slots=True)
@@ -65,6 +72,7 @@ class _Node:
     dependents: list[str] = field(default_factory=list)
     closed: bool = False  # reached a terminal state and was counted as such
     losses: int = 0  # attempts lost with their worker: not charged to retry_policy.max
+    base: int = 0  # attempts made before the task was retried: not charged either
 
     @property
     def streaming(self) -> bool:
@@ -84,6 +92,8 @@ class Scheduler:
         self.open = len(self.nodes)
         self.state = State.QUEUED
         self.any_failed = False
+        self.suspended = False
+        self.held: list[str] = []  # ready to start, held back while suspended (in order)
 
     # -- events --------------------------------------------------------------------
 
@@ -136,7 +146,7 @@ class Scheduler:
         policy = node.spec.retry_policy
         permanent = error.permanent or error.code in policy.permanent_on
         out: list[Action] = []
-        if not permanent and attempt - node.losses < policy.max:
+        if not permanent and attempt - node.losses - node.base < policy.max:
             node.state = State.DEFERRED
             out.append(
                 NodeChanged(
@@ -172,7 +182,7 @@ class Scheduler:
         # zombie frees its slot (a streaming reader would otherwise wait there forever).
         out.append(StopRunning(node_id, attempt, f"superseded: {why}"))
         out.append(NodeChanged(node_id, {"worker_losses": node.losses}))
-        self._dispatch(node, out)
+        self._dispatch(node, out, started=True)
         return out
 
     def retry_due(self, node_id: str, attempt: int) -> list[Action]:
@@ -181,6 +191,27 @@ class Scheduler:
             return []
         out: list[Action] = []
         self._dispatch(node, out)
+        return out
+
+    def suspend(self) -> list[Action]:
+        """Start no new node (a first attempt or a retry) until :meth:`resume`; running
+        ones go on, and one that loses its worker is run again (it had started)."""
+        if self.suspended or self.state.terminal:
+            return []
+        self.suspended = True
+        return [TaskSuspended(True)]
+
+    def resume(self) -> list[Action]:
+        """Start what was held back, in the order it became ready."""
+        if not self.suspended:
+            return []
+        self.suspended = False
+        out: list[Action] = [TaskSuspended(False)]
+        held, self.held = self.held, []
+        for node_id in held:
+            node = self.nodes[node_id]
+            if node.state in (State.QUEUED, State.DEFERRED) and not node.closed:
+                self._dispatch(node, out)
         return out
 
     def node_cancelled(self, node_id: str, attempt: int, now: float) -> list[Action]:
@@ -209,7 +240,7 @@ class Scheduler:
         for node in self.nodes.values():
             if node.state.terminal:
                 continue
-            if node.state == State.RUNNING or (node.state == State.QUEUED and node.attempt > 0):
+            if node.state == State.RUNNING or (node.state == State.QUEUED and node.attempt > node.base):
                 node.state = State.CANCELLING
                 out.append(NodeChanged(node.spec.node_id, {"status": State.CANCELLING}))
                 out.append(StopRunning(node.spec.node_id, node.attempt, reason))
@@ -218,14 +249,19 @@ class Scheduler:
                 self._close(node, State.CANCELLED, out)
         return self._settle(out)
 
-    def restore(self, task_state: State, stored: Mapping[str, NodeStatus], now: float) -> list[Action]:
+    def restore(
+        self, task_state: State, stored: Mapping[str, NodeStatus], now: float, *, suspended: bool = False
+    ) -> list[Action]:
         """Rebuild from a task's stored nodes (another coordinator held it) and return what
         must happen to carry on: commands sent again, retries rescheduled, nodes that were
-        ready but not yet dispatched, cancels repeated, or the task's end."""
+        ready but not yet dispatched (or held back, ``suspended``), cancels repeated, or
+        the task's end."""
         self.state = task_state if task_state != State.QUEUED else State.RUNNING
+        self.suspended = suspended
         for node_id, node in self.nodes.items():
             saved = stored[node_id]
             node.state, node.attempt, node.losses = saved.status, saved.attempts, saved.worker_losses
+            node.base = saved.attempt_base
             node.produced = saved.first_batch_at is not None
             if node.state.terminal:
                 node.closed = True
@@ -253,7 +289,7 @@ class Scheduler:
         node_id = node.spec.node_id
         if node.state == State.DEFERRED:
             out.append(RetryLater(node_id, node.attempt + 1, max(0.0, (saved.retry_at or now) - now)))
-        elif node.state == State.QUEUED and node.attempt > 0:
+        elif node.state == State.QUEUED and node.attempt > node.base:
             out.append(Dispatch(node_id, node.attempt))  # sent, maybe never received: again
         elif node.state == State.QUEUED and len(node.started_by) >= node.required:
             self._dispatch(node, out)
@@ -275,7 +311,13 @@ class Scheduler:
             return []
         return self.node_cancelled(node.spec.node_id, node.attempt, now)
 
-    def _dispatch(self, node: _Node, out: list[Action]) -> None:
+    def _dispatch(self, node: _Node, out: list[Action], *, started: bool = False) -> None:
+        """The node's next attempt, unless the task is suspended and the node is not one
+        that had ``started`` (then it waits in :attr:`held`)."""
+        if self.suspended and not started:
+            if node.spec.node_id not in self.held:
+                self.held.append(node.spec.node_id)
+            return
         node.attempt += 1
         node.state = State.QUEUED
         out.append(
@@ -289,7 +331,7 @@ class Scheduler:
         if dep_id in child.started_by or child.state.terminal:
             return
         child.started_by.add(dep_id)
-        if child.attempt == 0 and len(child.started_by) == child.required:
+        if child.attempt == child.base and len(child.started_by) == child.required:
             self._dispatch(child, out)
 
     def _fail(self, node: _Node, error: NodeError, now: float, out: list[Action]) -> None:
@@ -322,7 +364,7 @@ class Scheduler:
     @staticmethod
     def _active(node: _Node) -> bool:
         """Dispatched to a worker and not yet ended."""
-        return node.attempt > 0 and node.state in (State.QUEUED, State.RUNNING, State.CANCELLING)
+        return node.attempt > node.base and node.state in (State.QUEUED, State.RUNNING, State.CANCELLING)
 
     def _close(self, node: _Node, state: State, out: list[Action]) -> None:
         if node.closed:

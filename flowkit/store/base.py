@@ -130,6 +130,19 @@ class Store(Protocol):
         unknown task. The change listener hears it as a write to the task."""
         ...
 
+    async def request_suspend(self, task_id: str, suspended: bool) -> None:
+        """Ask the owner to hold back new nodes (True) or go on (False): any process, no
+        fence, stored with the cancel request; ``get_task`` reads it as ``suspend_requested``."""
+        ...
+
+    async def reopen_task(
+        self, task_id: str, task_fields: dict[str, Any], node_fields: dict[str, dict[str, Any]]
+    ) -> bool:
+        """Set the fields of a failed or cancelled task (``retry_task``) in one update,
+        conditional on it still being so, leave it unowned (any coordinator adopts it) and
+        drop its cancel request. False, nothing written, otherwise."""
+        ...
+
     async def cancel_request(self, task_id: str) -> str | None:
         """The reason of the task's cancel request; None if there is none (or no task)."""
         ...
@@ -225,4 +238,9 @@ class Store(Protocol):
 
     def set_change_listener(self, listener: ChangeListener | None) -> None:
         """``listener(task_id)`` after each write this store makes (the change feed)."""
+        ...
+
+    def observe(self, observer: Callable[[str], None]) -> Callable[[], None]:
+        """``observer(task_id)`` after every change of any task, written here or noticed
+        (the change feed); returns the function that stops it."""
         ...

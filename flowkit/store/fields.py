@@ -11,11 +11,14 @@ from typing import Any
 from ..states import NodeStatus, TaskStatus
 from .base import Fence
 
-TASK_FIELDS_NOT_SETTABLE = frozenset({"nodes", "owner", "fence", "cancel_requested"})
+TASK_FIELDS_NOT_SETTABLE = frozenset(
+    {"nodes", "owner", "fence", "cancel_requested", "suspend_requested", "labels"}
+)
 """Task fields ``update_task`` / ``write_task`` refuse: nodes are written per node
 (``update_node``, the node part of ``write_task``), ownership by claim and release
-(see :func:`task_fields_to_write` for the one exception), cancel requests by
-``request_cancel`` (they are not stored in the task)."""
+(see :func:`task_fields_to_write` for the one exception), requests by
+``request_cancel`` / ``request_suspend`` (they are not stored in the task), labels
+never (they are given at creation)."""
 
 _IDENTITY = frozenset({"task_id", "node_id"})
 
@@ -36,7 +39,8 @@ def task_fields_to_write(fields: dict[str, Any], fence: Fence | None) -> dict[st
     if refused:
         raise ValueError(
             f"a task update cannot set {refused}: set nodes with update_node or write_task's "
-            "node_fields, ownership with claim_task / release_task, a cancel with request_cancel"
+            "node_fields, ownership with claim_task / release_task, requests with request_cancel / "
+            "request_suspend; labels are set at creation only"
         )
     return fields
 

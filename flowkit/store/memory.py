@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,7 +9,8 @@ from typing import Any
 
 from ..errors import LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeError, NodeStatus, State, TaskStatus, apply_fields
-from .base import Artifact, ChangeListener, Fence, RunRecord, RunState
+from .base import Artifact, Fence, RunRecord, RunState
+from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write, worker_state_paths
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,8 @@ class _TaskEntry:
     status: TaskStatus  # status.owner is the owner; status.cancel_requested stays None
     graph: dict[str, Any]
     fence: int = 0
-    cancel: str | None = None  # the cancel request, kept out of the status as in MongoStore
+    cancel: str | None = None  # the requests, kept out of the status as in MongoStore
+    suspend: bool | None = None
     streams: dict[str, _Stream] = field(default_factory=dict)
     batches: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -47,38 +47,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class MemoryStore:
+class MemoryStore(ChangeTracker):
     """The :class:`~flowkit.store.base.Store` in this process's memory (one process sees all)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._tasks: dict[str, _TaskEntry] = {}
         self._workers: dict[str, dict[str, Any]] = {}
         self._live_until: dict[str, float] = {}  # coordinator id -> until (its liveness)
-        # Versions outlive a deleted task: a waiter never sees a re-created task "unchanged".
-        self._versions: dict[str, int] = {}
-        self._changed: dict[str, asyncio.Event] = {}
-        self._listener: ChangeListener | None = None
 
     def _entry(self, task_id: str) -> _TaskEntry:
         try:
             return self._tasks[task_id]
         except KeyError:
             raise TaskNotFound(task_id) from None
-
-    def _wake(self, task_id: str) -> None:
-        self._versions[task_id] = self._versions.get(task_id, 0) + 1
-        event = self._changed.pop(task_id, None)
-        if event is not None:
-            event.set()
-
-    def _bump(self, task_id: str) -> None:
-        """After a write of this store: wake waiters, then tell the listener."""
-        self._wake(task_id)
-        if self._listener is not None:
-            try:
-                self._listener(task_id)
-            except Exception:
-                log.exception("task %s: the change listener failed", task_id)
 
     # -- tasks --
     async def create_task(
@@ -102,6 +84,7 @@ class MemoryStore:
             return None
         status = entry.status.snapshot()
         status.cancel_requested = entry.cancel
+        status.suspend_requested = entry.suspend
         return status
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
@@ -141,6 +124,16 @@ class MemoryStore:
             apply_fields(nodes[node_id], fields)
         self._bump(task_id)
 
+    async def reopen_task(
+        self, task_id: str, task_fields: dict[str, Any], node_fields: dict[str, dict[str, Any]]
+    ) -> bool:
+        entry = self._tasks.get(task_id)
+        if entry is None or entry.status.status not in (State.FAILED, State.CANCELLED):
+            return False
+        await self.write_task(task_id, task_fields, node_fields)
+        entry.status.owner, entry.cancel = None, None
+        return True
+
     async def delete_task(self, task_id: str) -> bool:
         if self._tasks.pop(task_id, None) is None:
             return False
@@ -149,6 +142,10 @@ class MemoryStore:
 
     async def request_cancel(self, task_id: str, reason: str) -> None:
         self._entry(task_id).cancel = reason
+        self._bump(task_id)
+
+    async def request_suspend(self, task_id: str, suspended: bool) -> None:
+        self._entry(task_id).suspend = suspended
         self._bump(task_id)
 
     async def cancel_request(self, task_id: str) -> str | None:
@@ -345,20 +342,6 @@ class MemoryStore:
         return [_plain(self._workers[worker_id]) for worker_id in sorted(self._workers)]
 
     # -- change notification --
-    def version(self, task_id: str) -> int:
-        return self._versions.get(task_id, 0)
-
     async def wait_changed(self, task_id: str, since: int, timeout: float) -> int:
         self._entry(task_id)
-        if self.version(task_id) == since:
-            event = self._changed.setdefault(task_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
-        return self.version(task_id)
-
-    def notice(self, task_id: str) -> None:
-        """Another process changed the task: wake waiters (the listener is not called)."""
-        self._wake(task_id)
-
-    def set_change_listener(self, listener: ChangeListener | None) -> None:
-        self._listener = listener
+        return await self._wait_version(task_id, since, timeout)

@@ -8,7 +8,7 @@ Collections (names in :data:`COLLECTIONS`):
   ``owner`` and ``fence`` (the token, +1 at each claim);
 - ``flowkit_coordinators``: one document per coordinator, its liveness ``until``: a
   task is held while its owner is live (:mod:`.mongo_leases`);
-- ``flowkit_cancels``: one cancel request per task (:mod:`.mongo_cancels`);
+- ``flowkit_cancels``: the cancel and suspend requests of each task (:mod:`.mongo_requests`);
 - ``flowkit_artifacts``: one document per (task, node, batch uid), unique, with a
   ``seq`` unique per node that never changes once given and has no gaps;
 - ``flowkit_seq``: per node, the last ``seq`` given, a hint (:mod:`.mongo_artifacts`);
@@ -47,11 +47,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections import defaultdict
 from functools import cache
 from typing import Any
 
@@ -62,12 +60,13 @@ from pymongo.errors import DuplicateKeyError
 
 from ..errors import FlowKitError, LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeStatus, State, TaskStatus
-from .base import ChangeListener, Fence
+from .base import Fence
+from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write
 from .mongo_artifacts import ArtifactStreams
-from .mongo_cancels import TaskCancels
 from .mongo_keys import decode_key, decode_keys, encode_key, encode_keys
 from .mongo_leases import TaskLeases
+from .mongo_requests import TaskRequests
 from .mongo_workers import WorkerRecords
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ COLLECTIONS = (
 
 _NO_ID = {"_id": 0}
 # Stored, not in TaskStatus (owner_until, cancel_requested: documents of earlier versions).
-_NOT_STATUS = ("_id", "graph", "order", "fence", "owner_until", "cancel_requested")
+_NOT_STATUS = ("_id", "graph", "order", "fence", "owner_until", "cancel_requested", "suspend_requested")
 
 
 @cache
@@ -123,7 +122,7 @@ def _task_from_doc(doc: dict[str, Any]) -> TaskStatus:
     return TaskStatus.model_validate(doc)
 
 
-class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
+class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, WorkerRecords):
     """The :class:`~flowkit.store.base.Store` on MongoDB (or FerretDB).
 
     ``db`` is a ``pymongo.AsyncMongoClient`` database or a motor
@@ -132,6 +131,7 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
     """
 
     def __init__(self, db: Any) -> None:
+        super().__init__()
         self.db = db
         self._tasks = db[TASKS]
         self._artifacts = db[ARTIFACTS]
@@ -146,9 +146,6 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
         self._indexed = False
         self._index_lock = asyncio.Lock()
         self._known: set[str] = set()  # tasks seen to exist (forgotten when deleted here)
-        self._versions: dict[str, int] = defaultdict(int)
-        self._changed: dict[str, asyncio.Event] = {}
-        self._listener: ChangeListener | None = None
 
     # -- setup ---------------------------------------------------------------------
 
@@ -181,21 +178,6 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
             raise TaskNotFound(task_id)
         self._known.add(task_id)
 
-    def _wake(self, task_id: str) -> None:
-        self._versions[task_id] += 1
-        event = self._changed.pop(task_id, None)
-        if event is not None:
-            event.set()
-
-    def _bump(self, task_id: str) -> None:
-        """After a write of this store: wake waiters, then tell the listener."""
-        self._wake(task_id)
-        if self._listener is not None:
-            try:
-                self._listener(task_id)
-            except Exception:
-                log.exception("task %s: the change listener failed", task_id)
-
     # -- tasks ---------------------------------------------------------------------
 
     async def create_task(
@@ -208,7 +190,7 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
         ``cancel_requested`` in ``status`` is stored as the task's cancel request.
         """
         await self.ensure_indexes()
-        doc = encode_keys(status.model_dump(mode="json", exclude={"cancel_requested"}))
+        doc = encode_keys(status.model_dump(mode="json", exclude={"cancel_requested", "suspend_requested"}))
         order = ObjectId()
         doc.update(
             _id=status.task_id,
@@ -225,7 +207,7 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
         except DuplicateKeyError:
             return False
         if status.cancel_requested is not None:
-            await self._write_cancel(status.task_id, order, status.cancel_requested)
+            await self._write_request(status.task_id, order, {"reason": status.cancel_requested})
         self._known.add(status.task_id)
         self._bump(status.task_id)
         return True
@@ -236,7 +218,9 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
         if doc is None:
             return None
         status = _task_from_doc(doc)
-        status.cancel_requested = await self._cancel_of(task_id, doc.get("order"))
+        requests = await self._requests_of(task_id, doc.get("order"))
+        status.cancel_requested = requests.get("reason")
+        status.suspend_requested = requests.get("suspend")
         return status
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
@@ -300,6 +284,28 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
         if fence is not None:  # tokens only grow: a fence that failed once stays stale
             return LeaseLost(task_id, fence.owner, fence.token)
         return TaskNotFound(task_id)  # it was missing at the write and created since
+
+    async def reopen_task(
+        self, task_id: str, task_fields: dict[str, Any], node_fields: dict[str, dict[str, Any]]
+    ) -> bool:
+        """Make a failed or cancelled task runnable again (``retry_task``): one update,
+        conditional on the task still being failed or cancelled, that leaves it unowned so
+        any coordinator adopts it. Its cancel request goes first (an adopter would carry
+        it out again). False, nothing written, if the task is not failed or cancelled."""
+        ended = [State.FAILED.value, State.CANCELLED.value]
+        if await self._tasks.find_one({"_id": task_id, "status": {"$in": ended}}, {"_id": 1}) is None:
+            return False
+        await self._cancels.update_one({"_id": task_id}, {"$unset": {"reason": "", "at": ""}})
+        update = _dump_fields(TaskStatus, task_fields_to_write(task_fields, None))
+        for node_id, fields in node_fields.items():
+            path = f"nodes.{encode_key(node_id)}"
+            update.update({f"{path}.{name}": v for name, v in _dump_fields(NodeStatus, fields).items()})
+        update["owner"] = None
+        query = {"_id": task_id, "status": {"$in": ended}}
+        if (await self._tasks.update_one(query, {"$set": update})).matched_count == 0:
+            return False
+        self._bump(task_id)
+        return True
 
     async def delete_task(self, task_id: str) -> bool:
         """Remove the task and everything recorded for it; True if the task existed.
@@ -378,23 +384,8 @@ class MongoStore(ArtifactStreams, TaskLeases, TaskCancels, WorkerRecords):
 
     # -- change notification -----------------------------------------------------------
 
-    def version(self, task_id: str) -> int:
-        """How many writes to the task this process made or was told of (:meth:`notice`)."""
-        return self._versions.get(task_id, 0)
-
     async def wait_changed(self, task_id: str, since: int, timeout: float) -> int:
         """Return at this process's next write to the task or :meth:`notice` of it, or
         after ``timeout`` (the poll interval): other writes are seen only by reading again."""
         await self._require(task_id)
-        if self.version(task_id) == since:
-            event = self._changed.setdefault(task_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
-        return self.version(task_id)
-
-    def notice(self, task_id: str) -> None:
-        """Another process changed the task: wake waiters (the listener is not called)."""
-        self._wake(task_id)
-
-    def set_change_listener(self, listener: ChangeListener | None) -> None:
-        self._listener = listener
+        return await self._wait_version(task_id, since, timeout)

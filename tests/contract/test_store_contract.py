@@ -290,8 +290,21 @@ async def test_write_task_with_an_unknown_node_writes_nothing(store: Store) -> N
         ({"task_id": "t2"}, AttributeError),
         ({"no_such_field": 1}, AttributeError),
         ({"owner_until": 1.0}, AttributeError),
+        ({"suspend_requested": True}, ValueError),
+        ({"labels": {"a": "b"}}, ValueError),
     ],
-    ids=["nodes", "owner", "fence", "status-and-owner", "cancel", "task_id", "unknown", "owner_until"],
+    ids=[
+        "nodes",
+        "owner",
+        "fence",
+        "status-and-owner",
+        "cancel",
+        "task_id",
+        "unknown",
+        "owner_until",
+        "suspend",
+        "labels",
+    ],
 )
 async def test_update_task_refuses_nodes_identity_ownership_and_cancels(
     store: Store, fields: dict[str, Any], error: type[Exception]
@@ -509,3 +522,46 @@ def record_task_calls(store: Store) -> _CallRecorder | None:
     recorder = _CallRecorder(store._tasks)  # type: ignore[attr-defined]
     store._tasks = recorder  # type: ignore[attr-defined]
     return recorder
+
+
+async def test_suspend_requests_are_kept_beside_the_task_and_read_with_it(store: Store) -> None:
+    status = new_status("t1")
+    status.labels = {"flowkit.io/flowtask": "ns/etl"}
+    await store.create_task(status, GRAPH, owner="c1", lease_sec=60)
+    task = await store.get_task("t1")
+    assert task is not None and task.suspend_requested is None and task.labels == status.labels
+    await store.request_suspend("t1", True)
+    await store.request_cancel("t1", "by user")
+    await store.request_suspend("t1", False)
+    task = await store.get_task("t1")
+    assert task is not None
+    assert (task.suspend_requested, task.cancel_requested, task.suspended) == (False, "by user", False)
+    with pytest.raises(TaskNotFound):
+        await store.request_suspend("nope", True)
+
+
+async def test_reopen_task_only_reopens_an_ended_unsuccessful_task_and_drops_its_cancel(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH, owner="c1", lease_sec=60)
+    fence = Fence("c1", 1)
+    reopen = ({"status": State.RUNNING, "error": None}, {ODD: {"status": State.QUEUED, "attempt_base": 1}})
+    await store.update_task("t1", {"status": State.RUNNING}, fence=fence)
+    assert not await store.reopen_task("t1", *reopen)  # running: refused, nothing written
+    await store.request_cancel("t1", "by user")
+    await store.write_task("t1", {"status": State.CANCELLED}, {ODD: {"status": State.CANCELLED}}, fence=fence)
+    assert await store.reopen_task("t1", *reopen)
+    task = await store.get_task("t1")
+    assert task is not None
+    assert (task.status, task.owner, task.cancel_requested) == (State.RUNNING, None, None)
+    assert (task.nodes[ODD].status, task.nodes[ODD].attempt_base) == (State.QUEUED, 1)
+    assert "t1" in await store.claimable_tasks(time.time())
+    assert not await store.reopen_task("missing", *reopen)
+
+
+async def test_observers_hear_writes_and_notices_until_stopped(store: Store) -> None:
+    heard: list[str] = []
+    stop = store.observe(heard.append)
+    await store.create_task(new_status("t1"), GRAPH)
+    store.notice("t2")
+    stop()
+    await store.update_task("t1", {"status": State.RUNNING})
+    assert heard == ["t1", "t2"]

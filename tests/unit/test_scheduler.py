@@ -13,6 +13,7 @@ from flowkit.coordinator.scheduler import (
     Scheduler,
     StopRunning,
     TaskEnded,
+    TaskSuspended,
 )
 from flowkit.states import NodeError, State
 
@@ -354,3 +355,44 @@ def test_restore_resends_dispatched_commands_and_dispatches_what_became_ready() 
     actions = s.restore(State.RUNNING, stored, NOW)
     assert sorted(dispatched(actions)) == [("b", 1), ("c", 1)]
     assert s.open == 2 and ended(actions) == []
+
+
+def test_suspend_holds_ready_nodes_and_retries_but_not_a_lost_attempt() -> None:
+    s = scheduler(node("a"), node("b", depends_on=["a"]), node("r", retry_policy={"max": 2}), node("l"))
+    assert sorted(dispatched(s.start())) == [("a", 1), ("l", 1), ("r", 1)]
+    assert TaskSuspended(True) in s.suspend()
+    assert s.suspend() == []  # already suspended
+    assert dispatched(finish(s, "a")) == []  # b became ready: held
+    assert [a for a in fail(s, "r") if isinstance(a, RetryLater)] == [RetryLater("r", 2, 0.0)]
+    assert s.retry_due("r", 2) == []  # the retry is due: held too
+    s.node_started("l", 1, "w1", NOW)
+    assert dispatched(s.node_lost("l", 1, "crash", max_losses=5, now=NOW)) == [("l", 2)]  # had started
+    resumed = s.resume()
+    assert resumed[0] == TaskSuspended(False)
+    assert dispatched(resumed) == [("b", 1), ("r", 2)]  # in the order they became ready
+    assert s.resume() == []
+
+
+def test_a_restored_suspended_task_holds_what_was_ready() -> None:
+    from flowkit.states import NodeStatus
+
+    stored = {
+        "a": NodeStatus(node_id="a", type="w", status=State.FINISHED, attempts=1),
+        "b": NodeStatus(node_id="b", type="w", status=State.QUEUED, attempts=0),
+    }
+    s = scheduler(node("a"), node("b", depends_on=["a"]))
+    assert dispatched(s.restore(State.RUNNING, stored, NOW, suspended=True)) == []
+    assert dispatched(s.resume()) == [("b", 1)]
+
+
+def test_after_a_retry_the_attempts_before_it_are_not_charged_and_not_resent() -> None:
+    from flowkit.states import NodeStatus
+
+    # What retry_task stores: `a` failed at attempt 2 of max 2, reopened with attempt_base 2.
+    stored = {"a": NodeStatus(node_id="a", type="w", status=State.QUEUED, attempts=2, attempt_base=2)}
+    s = scheduler(node("a", retry_policy={"max": 2}))
+    assert dispatched(s.restore(State.RUNNING, stored, NOW)) == [("a", 3)]  # a new attempt, not 2 again
+    retried = fail(s, "a")
+    assert [a for a in retried if isinstance(a, RetryLater)] == [RetryLater("a", 4, 0.0)]
+    assert dispatched(s.retry_due("a", 4)) == [("a", 4)]
+    assert ended(fail(s, "a")) == [State.FAILED]  # two attempts since the retry: budget spent
