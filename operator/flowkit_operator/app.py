@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -25,7 +27,26 @@ from .timers import Timers
 
 log = logging.getLogger("flowkit_operator")
 
-POLL_FALLBACK_SEC = 1.0
+
+@dataclass
+class Operator:
+    """The parts of a running operator (for tests and diagnostics)."""
+
+    host: CoordinatorHost
+    engine: Engine
+    mirror: StatusMirror
+    flowtasks: FlowTasks
+    pools: Pools
+    sweep: Sweep
+    health: HealthServer
+
+
+def register_login(registry: Any) -> None:
+    """In the cluster: the pod's ServiceAccount; elsewhere: $KUBECONFIG (as :func:`.kube.api_client`)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 def kopf_settings() -> Any:
@@ -39,7 +60,12 @@ def kopf_settings() -> Any:
     return settings
 
 
-async def run(cfg: OperatorConfig, stop_flag: Any = None, ready: asyncio.Event | None = None) -> None:
+async def run(
+    cfg: OperatorConfig,
+    stop_flag: Any = None,
+    ready: asyncio.Event | None = None,
+    on_started: Callable[[Operator], None] | None = None,
+) -> None:
     """Run until ``stop_flag`` is set (or SIGTERM/SIGINT in the main thread)."""
     api = await api_client()
     host = CoordinatorHost(cfg)
@@ -58,11 +84,6 @@ async def run(cfg: OperatorConfig, stop_flag: Any = None, ready: asyncio.Event |
         flowtasks = FlowTasks(engine, mirror, events, api, timers)
         pools = Pools(cfg, api, events)
         unsubscribe = engine.on_change(mirror.changed)
-        if unsubscribe is None:
-            log.warning(
-                "this engine has no Coordinator.on_change: polling task status every %.1fs", POLL_FALLBACK_SEC
-            )
-            background.append(asyncio.create_task(mirror.poll_forever(POLL_FALLBACK_SEC), name="status-poll"))
         sweep = Sweep(engine, api, cfg.namespaces, flowtasks.gone)
         background.append(asyncio.create_task(sweep.forever(cfg.sweep_interval_sec), name="sweep"))
 
@@ -76,7 +97,10 @@ async def run(cfg: OperatorConfig, stop_flag: Any = None, ready: asyncio.Event |
 
         health = HealthServer(cfg.health_port, alive, readiness)
         await health.start()
+        if on_started is not None:
+            on_started(Operator(host, engine, mirror, flowtasks, pools, sweep, health))
         registry = kopf.OperatorRegistry()
+        register_login(registry)
         flowtask_handlers.register(registry, flowtasks)
         pool_handlers.register(registry, pools)
         scope: dict[str, Any] = (
@@ -93,8 +117,7 @@ async def run(cfg: OperatorConfig, stop_flag: Any = None, ready: asyncio.Event |
             )
         finally:
             await health.stop()
-            if unsubscribe is not None:
-                unsubscribe()
+            unsubscribe()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

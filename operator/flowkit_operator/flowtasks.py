@@ -15,7 +15,7 @@ from flowkit.errors import GraphError
 from flowkit.graph import validate_graph
 from flowkit.states import State, TaskStatus
 
-from .engine import Engine, EngineGap
+from .engine import Engine
 from .events import Events
 from .kube import FLOWTASKS, GROUP, MANAGED_BY, MERGE_PATCH, VERSION, ObjectRef, custom_api, is_not_found
 from .status_mirror import StatusMirror, Tracked
@@ -118,19 +118,15 @@ class FlowTasks:
         return facts
 
     async def _suspend_or_resume(self, tracked: Tracked, task: TaskStatus, wanted: bool) -> None:
-        if task.status.terminal or bool(getattr(task, "suspended", False)) == wanted:
+        asked = task.suspend_requested if task.suspend_requested is not None else task.suspended
+        if task.status.terminal or asked == wanted:
             return
-        try:
-            if wanted:
-                await self.engine.suspend(tracked.task_id)
-                self.events.normal(
-                    tracked.ref, "Suspended", "suspended: running nodes finish, no new ones start"
-                )
-            else:
-                await self.engine.resume(tracked.task_id)
-                self.events.normal(tracked.ref, "Resumed", "resumed: new nodes start again")
-        except EngineGap as exc:
-            self.events.warning(tracked.ref, "NotSupported", str(exc))
+        if wanted:
+            await self.engine.suspend(tracked.task_id)
+            self.events.normal(tracked.ref, "Suspended", "suspended: running nodes finish, no new ones start")
+        else:
+            await self.engine.resume(tracked.task_id)
+            self.events.normal(tracked.ref, "Resumed", "resumed: held-back nodes start again")
 
     async def _retry_if_asked(self, tracked: Tracked, task: TaskStatus, wanted: int) -> None:
         facts = tracked.facts
@@ -144,11 +140,7 @@ class FlowTasks:
                 f"retry {wanted} ignored: the task is {task.status.value}; retry re-runs a Failed task",
             )
             return
-        try:
-            nodes = await self.engine.retry(tracked.task_id)
-        except EngineGap as exc:
-            self.events.warning(tracked.ref, "NotSupported", str(exc))
-            return
+        nodes = await self.engine.retry(tracked.task_id)
         facts.observed_retry = wanted
         facts.deadline_exceeded = False
         facts.started_at = time.time()
@@ -217,13 +209,8 @@ class FlowTasks:
         self.mirror.untrack(task_id)
         self.timers.cancel(_deadline_key(task_id))
         self.timers.cancel(_ttl_key(task_id))
-        task = await self.engine.status(task_id)
-        if task is None:
-            return
-        if not task.status.terminal:
-            await self.engine.cancel(task_id, "the FlowTask was deleted")
-        await self.engine.delete(task_id)
-        log.info("task %s deleted with its FlowTask", task_id)
+        if await self.engine.delete(task_id):
+            log.info("task %s cancelled and deleted with its FlowTask", task_id)
 
     async def _patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
         try:

@@ -214,13 +214,6 @@ class StatusMirror:
         elif phase == CANCELLED:
             self._events.normal(tracked.ref, "Cancelled", message)
 
-    async def poll_forever(self, interval: float) -> None:
-        """Fallback while the engine has no change feed callback: every task is looked at each interval."""
-        while True:
-            await asyncio.sleep(interval)
-            for task_id in self.tracked_ids():
-                self._mark(task_id)
-
     async def stop(self) -> None:
         drainers = [t.drainer for t in self._tracked.values() if t.drainer is not None]
         for drainer in drainers:
@@ -235,16 +228,15 @@ def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 
 def _merge_patch(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch from ``old`` to ``new``: nodes that left the bounded list are removed."""
-    patch = dict(new)
-    old_nodes = old.get("nodes") or {}
-    if isinstance(old_nodes, dict):
-        nodes: dict[str, Any] = {}
-        for node_id, entry in (new.get("nodes") or {}).items():
-            before = old_nodes.get(node_id) or {}
-            nodes[node_id] = {**dict.fromkeys(before), **entry}
-        for node_id in old_nodes:
-            nodes.setdefault(node_id, None)
-        patch["nodes"] = nodes
-    patch.setdefault("invalid", None)
+    """A JSON merge patch from ``old`` to ``new``: keys that went away (a node that left the
+    bounded list, a state no node is in any more) are set to null, which removes them."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        patch[key] = (
+            _merge_patch(value, before) if isinstance(value, dict) and isinstance(before, dict) else value
+        )
+    for key in old:
+        if key not in new and key != "conditions":
+            patch[key] = None
     return patch

@@ -69,7 +69,7 @@ def phase_of(task: TaskStatus, facts: Facts) -> str:
         return FAILED
     if state == State.CANCELLED:
         return FAILED if facts.deadline_exceeded else CANCELLED
-    if bool(getattr(task, "suspended", False)):
+    if task.suspended:
         return SUSPENDED
     if state == State.QUEUED and not any(n.status != State.QUEUED for n in task.nodes.values()):
         return PENDING

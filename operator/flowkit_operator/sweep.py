@@ -31,8 +31,8 @@ class Sweep:
 
     async def once(self) -> list[str]:
         """Remove what is orphaned now; return the task ids removed."""
-        ours = [t for t in await self._engine.list_tasks() if _is_ours(_labels(t))]
-        candidates = {t.task_id: _labels(t).get(NAMESPACE_LABEL, "") for t in ours}
+        ours = [t for t in await self._engine.list_tasks() if _is_ours(t.labels)]
+        candidates = {t.task_id: t.labels.get(NAMESPACE_LABEL, "") for t in ours}
         if self._namespaces:
             candidates = {uid: ns for uid, ns in candidates.items() if ns in self._namespaces}
         if not candidates:
@@ -72,7 +72,3 @@ class Sweep:
 
 def _is_ours(labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in MANAGED_BY.items())
-
-
-def _labels(task: Any) -> dict[str, str]:
-    return dict(getattr(task, "labels", None) or {})
