@@ -23,6 +23,7 @@ from .. import network, sysctls
 from ..common import (
     Context,
     TestenvError,
+    cache_lock,
     daemon_alive,
     ensure_debian_packages,
     link_bin,
@@ -69,6 +70,7 @@ CLUSTER_SYSCTLS = (
     "net.bridge.bridge-nf-call-iptables",
 )
 _SYSCTLS_KEY = "cluster.sysctls"
+_RUN_LOCK = "cluster-run"
 
 
 def up(ctx: Context) -> None:
@@ -77,13 +79,16 @@ def up(ctx: Context) -> None:
     ensure_binaries(ctx)
     link_bin(ctx, "kubectl", k8s_bin(ctx, "kubectl"))
     layout = Layout.of(ctx)
-    if _healthy(ctx, layout):
-        say("cluster already running")
-        return
-    if any(daemon_alive(ctx, d) for d in DAEMONS) or layout.root.exists():
-        say("cluster: cleaning up a previous run first")
-        _teardown(ctx, layout)
-    _start(ctx, layout)
+    # One `up` or `down` at a time: two `up`s that both find the cluster unhealthy (or
+    # running old binaries) would otherwise both tear it down and start it.
+    with cache_lock(ctx, _RUN_LOCK):
+        if _healthy(ctx, layout):
+            say("cluster already running")
+            return
+        if any(daemon_alive(ctx, d) for d in DAEMONS) or layout.root.exists():
+            say("cluster: cleaning up a previous run first")
+            _teardown(ctx, layout)
+        _start(ctx, layout)
 
 
 def _start(ctx: Context, layout: Layout) -> None:
@@ -197,7 +202,8 @@ def _changed_binaries(ctx: Context) -> list[str]:
 
 
 def down(ctx: Context) -> None:
-    _teardown(ctx, Layout.of(ctx))
+    with cache_lock(ctx, _RUN_LOCK):
+        _teardown(ctx, Layout.of(ctx))
 
 
 def _teardown(ctx: Context, layout: Layout) -> None:
