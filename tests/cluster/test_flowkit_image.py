@@ -28,3 +28,20 @@ def test_the_flowkit_image_runs_as_a_non_root_user(kubectl: Kubectl, flowkit_ima
     uid, version = kubectl.pod_logs_after_success("whoami").split()
     assert uid == "10001"
     assert version
+
+
+def test_the_flowkit_image_imports_the_operator_and_the_example_handlers_from_any_directory(
+    kubectl: Kubectl, flowkit_image: str
+) -> None:
+    pod = run_pod("imports", flowkit_image, [])
+    pod["spec"]["containers"][0]["command"] = [
+        "python3",
+        "-c",
+        "import shutil, flowkit_operator, examples.etl.handlers as h;"
+        " print(sorted(h.HANDLERS), shutil.which('flowkit-operator') is not None)",
+    ]
+    pod["spec"]["containers"][0]["workingDir"] = "/"
+    kubectl.apply(pod)
+    roles, has_operator_command = kubectl.pod_logs_after_success("imports").strip().rsplit(" ", 1)
+    assert roles == "['extractor', 'loader', 'rates', 'transformer']"
+    assert has_operator_command == "True"
