@@ -210,7 +210,7 @@ class StatusMirror:
         if phase == SUCCEEDED:
             self._events.normal(tracked.ref, "Succeeded", message)
         elif phase == FAILED:
-            self._events.warning(tracked.ref, str(tracked.last.get("reason", "Failed")), message)
+            self._events.warning(tracked.ref, "Failed", message)
         elif phase == CANCELLED:
             self._events.normal(tracked.ref, "Cancelled", message)
 
