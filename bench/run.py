@@ -158,7 +158,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
-    parser.add_argument("--only", choices=["embedded", "distributed", "peer"], help="one part of the run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["embedded", "distributed", "peer"],
+        help="a part of the run (repeatable)",
+    )
     parser.add_argument(
         "--repeat", type=int, default=None, help="runs per figure (default 3; 1 with --quick)"
     )
@@ -181,7 +186,7 @@ def main() -> None:
             console=console,
         ) as progress,
     ):
-        parts = [args.only] if args.only else ["embedded", "distributed", "peer"]
+        parts = args.only or ["embedded", "distributed", "peer"]
         if "embedded" in parts:
             steps = embedded_steps(args.quick, runs, pool)
             bar = progress.add_task("embedded", total=sum(s.runs for s in steps))
