@@ -115,7 +115,7 @@ class CoordinatorConfig(ConnectionSettings):
     adopt_interval_sec: float = Field(default=2.0, gt=0)
     """How often to look for tasks nobody holds (new from `flowkit submit`, or orphaned)."""
     accept_timeout_sec: float = Field(default=30.0, gt=0)
-    """A command no worker accepted within this is sent again."""
+    """A command no worker accepted within this is sent again (to another partition)."""
     max_worker_losses: int = Field(default=5, ge=0)
     """Attempts a node may lose with their worker before it fails (``worker_lost``); separate
     from ``retry_policy.max``, which is for the handler's own errors."""
@@ -140,6 +140,10 @@ class WorkerConfig(ConnectionSettings):
     db_cancel_poll_ms: int = Field(default=500, gt=0)
     capacity: int = Field(default=1, ge=1)
     """How many node runs this worker executes at once."""
+    slot_wait_sec: float = Field(default=5.0, gt=0)
+    """How long a command may wait here for a free slot before it is declined and sent to
+    another worker: a command waiting on a busy worker holds up its whole partition (and a
+    streaming reader in the slot may be waiting for exactly that command)."""
     cancel_grace_sec: float = Field(default=10.0, ge=0)
     """After a cancel, how long a handler may take to notice ``ctx.cancel_flag`` before it is interrupted."""
     drain_timeout_sec: float = Field(default=30.0, ge=0)

@@ -50,6 +50,7 @@ class Kind(StrEnum):
     FAILED = "status.failed"
     CANCELLED = "status.cancelled"
     RELEASED = "status.released"  # the worker gave the attempt back (shutdown): not the handler's fault
+    DECLINED = "status.declined"  # no free slot in time: not claimed, send it elsewhere
     HEARTBEAT = "status.heartbeat"
     ANNOUNCE = "worker.announce"
     CHANGED = "feed.changed"
@@ -79,12 +80,16 @@ class Envelope(BaseModel):
     worker_id: str = ""
     ts: float = Field(default_factory=time.time)
     payload: dict[str, Any] = Field(default_factory=dict)
+    hop: int = 0
+    """How many times a command was sent again because no worker took it (declined, or not
+    accepted in time): it moves the command to another partition, so another worker."""
 
     def key(self) -> str:
         """Partition key. Status of a task stays in order on one partition; commands are
-        keyed by node too, so a wide fan-out spreads over the role's partitions and workers."""
+        keyed by node too, so a wide fan-out spreads over the role's partitions and workers,
+        and by hop, so a command a busy worker declined goes elsewhere next time."""
         if self.kind == Kind.RUN:
-            return f"{self.task_id}/{self.node_id}"
+            return f"{self.task_id}/{self.node_id}" + (f"/{self.hop}" if self.hop else "")
         return self.task_id or self.worker_id
 
 

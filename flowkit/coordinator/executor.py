@@ -22,6 +22,9 @@ from .taskrun import TaskRun
 log = logging.getLogger("flowkit.coordinator")
 
 _LEAVES_ROLE = frozenset({State.FINISHED, State.FAILED, State.CANCELLED, State.DEFERRED})
+RESEND_PAUSE_MIN_SEC, RESEND_PAUSE_MAX_SEC = 0.05, 5.0
+"""Pause before a declined command is sent again, doubling with each decline: when every
+worker of the role is busy, the command circles at a bounded rate."""
 
 
 class Executor:
@@ -105,6 +108,7 @@ class Executor:
 
     def _dispatch(self, run: TaskRun, action: Dispatch) -> None:
         spec = run.scheduler.nodes[action.node_id].spec
+        run.hops.pop(action.node_id, None)  # a new attempt (or a restored one) starts at its home partition
         if spec.is_coordinator_fn:
             run.after_flush.append(lambda: self._start_function(run, action))
             return
@@ -121,6 +125,33 @@ class Executor:
                 return
             keys.add(key)
         self.send_run(run, action)
+
+    def send_elsewhere(self, run: TaskRun, node_id: str, attempt: int, why: str, pause: bool) -> None:
+        """Send the attempt's RUN again on another partition (another worker), at once or,
+        with ``pause``, after a pause that grows with every hop."""
+        hops = run.hops.get(node_id, 0) + 1
+        run.hops[node_id] = hops
+        run.sent_at.pop(node_id, None)
+        delay = min(RESEND_PAUSE_MIN_SEC * 2 ** (hops - 1), RESEND_PAUSE_MAX_SEC) if pause else 0.0
+        log.info(
+            "task %s node %s attempt %d: %s; sending it elsewhere (hop %d)",
+            run.task_id,
+            node_id,
+            attempt,
+            why,
+            hops,
+        )
+        run.set_node(node_id, {"note": f"sent again: {why}"})
+        self.outbox.mark(run)
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            node = run.scheduler.nodes[node_id]
+            if not run.dropped and not run.ended and node.attempt == attempt and node.state == State.QUEUED:
+                self.send_run(run, Dispatch(node_id, attempt))
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(handle)
 
     def send_run(self, run: TaskRun, action: Dispatch) -> None:
         spec = run.scheduler.nodes[action.node_id].spec
@@ -145,6 +176,7 @@ class Executor:
                 attempt=action.attempt,
                 payload=command.model_dump(),
                 dedup_key=f"{run.task_id}:{spec.node_id}:{action.attempt}:run",
+                hop=run.hops.get(spec.node_id, 0),
             ),
         )
         self.outbox.mark(run)

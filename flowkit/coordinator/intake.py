@@ -59,6 +59,14 @@ class StatusIntake:
             apply(run, sched.node_cancelled(node_id, msg.attempt, now))
         elif msg.kind == Kind.RELEASED:
             self.lost(run, node_id, msg.attempt, str(msg.payload.get("reason", "worker stopped")))
+        elif msg.kind == Kind.DECLINED and node.state == State.QUEUED and self._current_hop(run, msg):
+            why = f"worker {msg.worker_id} had no free slot"
+            self.executor.send_elsewhere(run, node_id, msg.attempt, why, pause=True)
+
+    @staticmethod
+    def _current_hop(run: TaskRun, msg: Envelope) -> bool:
+        """A decline of the RUN last sent, not of one sent before it (that one is moot)."""
+        return bool(msg.payload.get("hop", 0) == run.hops.get(msg.node_id, 0))
 
     def reconcile(self, run: TaskRun, record: RunRecord | None, node_id: str, attempt: int) -> None:
         """Bring the node in line with its attempt's run record (a message may be lost)."""

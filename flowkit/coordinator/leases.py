@@ -28,7 +28,7 @@ from ..graph import validate_graph
 from ..store.base import Fence, Store
 from .executor import Executor
 from .intake import StatusIntake
-from .scheduler import Dispatch, Scheduler
+from .scheduler import Scheduler
 from .taskrun import TaskRun
 
 log = logging.getLogger("flowkit.coordinator")
@@ -175,10 +175,4 @@ class Leases:
             if record is not None:
                 self.intake.reconcile(run, record, node_id, attempt)
             elif run.scheduler.nodes[node_id].state.value == "queued":
-                log.info(
-                    "task %s node %s: attempt %d not accepted in time, sending it again",
-                    run.task_id,
-                    node_id,
-                    attempt,
-                )
-                self.executor.send_run(run, Dispatch(node_id, attempt))
+                self.executor.send_elsewhere(run, node_id, attempt, "not accepted in time", pause=False)

@@ -37,6 +37,8 @@ class TaskRun:
     """node -> when its worker's lease runs out (from ACCEPTED and heartbeats of the current attempt)."""
     sent_at: dict[str, float] = field(default_factory=dict)
     """node -> when its RUN was (re)sent and not yet accepted."""
+    hops: dict[str, int] = field(default_factory=dict)
+    """node -> how often its current attempt's RUN was sent again to another partition."""
     functions: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     buffered: list[Envelope] | None = None
     """Status messages that came while the task was being adopted (None: not adopting)."""

@@ -222,8 +222,13 @@ class Worker:
             except StopAsyncIteration:
                 return
             # A slot after the message, not before: an idle role must not hold a slot that
-            # another role's commands wait for. Meanwhile the command waits unacknowledged.
-            await self._slots.acquire()
+            # another role's commands wait for. Meanwhile the command waits unacknowledged,
+            # for a bounded time: then it is declined and the coordinator sends it elsewhere.
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.cfg.slot_wait_sec)
+            except TimeoutError:
+                await self._decline(delivery)
+                continue
             try:
                 command = await self._accept(delivery)
             except BaseException:
@@ -235,6 +240,22 @@ class Worker:
             task = asyncio.create_task(self._run(delivery.message, command))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
+
+    async def _decline(self, delivery: Delivery) -> None:
+        """Not claimed, so nothing to undo: say so (the coordinator sends it to another
+        partition) and let the partition move on."""
+        message = delivery.message
+        if message.kind == Kind.RUN:
+            log.info(
+                "task %s node %s attempt %d: no free slot within %.1fs, declined",
+                message.task_id,
+                message.node_id,
+                message.attempt,
+                self.cfg.slot_wait_sec,
+            )
+            dedup = f"{message.task_id}:{message.node_id}:{message.attempt}:declined:{message.hop}"
+            await self._publish(message, Kind.DECLINED, {"reason": "no free slot", "hop": message.hop}, dedup)
+        await delivery.ack()
 
     async def _accept(self, delivery: Delivery) -> RunCommand | None:
         """Claim the attempt in the store, then acknowledge the command (None: not ours to run)."""
