@@ -21,6 +21,7 @@ from flowkit_operator.config import OperatorConfig
 from flowkit.config import CoordinatorConfig
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 FAST_COORDINATOR = {"lease_check_interval_sec": 0.5, "adopt_interval_sec": 0.5, "task_lease_sec": 5.0}
 FAST_WORKER_ENV = {
     "FLOWKIT_WORKER_HB_INTERVAL_SEC": "0.5",
