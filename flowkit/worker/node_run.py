@@ -40,12 +40,15 @@ class NodeRun:
         io: dict[str, Any],
         feed: ArtifactFeed,
         report_batch: BatchReporter,
+        counted: set[str] | None = None,
     ) -> None:
+        """``counted``: the batch uids earlier attempts recorded, if already read."""
         self.handler = handler
         self.ctx = ctx
         self.io = io
         self.feed = feed
         self.report_batch = report_batch
+        self.counted = counted
 
     async def execute(self) -> Outcome:
         ctx = self.ctx
@@ -96,7 +99,11 @@ class NodeRun:
 
     async def _process_all(self) -> None:
         ctx = self.ctx
-        done = set(await ctx.store.batch_records(ctx.task_id, ctx.node_id))
+        done = (
+            self.counted
+            if self.counted is not None
+            else set(await ctx.store.batch_records(ctx.task_id, ctx.node_id))
+        )
         seen: set[str] = set()
         async for batch in self._batches():
             if ctx.cancel_flag.is_set():

@@ -30,12 +30,13 @@ from .context import ArtifactsWriter, RunContext
 from .handlers.base import Handler
 from .node_run import NodeRun, Outcome
 from .presence import Presence
-from .state import ActiveRun, DatabaseWorkerState
+from .state import ActiveRun, ActiveRunMirror, DatabaseWorkerState
 
 log = logging.getLogger("flowkit.worker")
 
 CLAIM_TRIES = 5
 STATUS_SEND_TIMEOUT_SEC = 5.0
+MIRROR_STOP_SEC = 2.0
 """A status message is a fast copy of a fact already in the store: when the broker is
 away, the worker does not wait for it longer than this (the coordinator reconciles)."""
 
@@ -89,6 +90,7 @@ class Worker:
         self.backends = resolve_backends(db, store, bus, self.cfg, client_id=self.worker_id)
         self.store, self.bus = self.backends.store, self.backends.bus
         self.state = DatabaseWorkerState(self.store, self.worker_id)
+        self.active_mirror = ActiveRunMirror(self.state, self._oldest_active)
         self._active: dict[tuple[str, str], _ActiveRun] = {}
         self._slots = asyncio.Semaphore(self.cfg.capacity)
         self.run_writes = asyncio.Lock()
@@ -131,6 +133,7 @@ class Worker:
         await self.backends.acquire()
         try:
             await self._hand_back_interrupted_run()
+            self.active_mirror.start()
             for role in self.cfg.roles:
                 sub = await self.bus.subscribe([command_topic(role)], group=worker_group(role))
                 self._commands.append(sub)
@@ -181,6 +184,7 @@ class Worker:
             for run in list(self._active.values()):
                 run.job.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
+        await self.active_mirror.stop(MIRROR_STOP_SEC)
         await self.presence.stop()
         self._started = False
         await self.backends.release()
@@ -316,25 +320,27 @@ class Worker:
     async def _run(self, message: Envelope, cmd: RunCommand) -> None:
         key = (message.task_id, message.node_id)
         try:
-            ctx = await self._context(message, cmd)
-            if await self._stopped_while_queued(message):
+            # Three reads the run needs before it starts, in one round trip's time.
+            checkpoint, state, counted = await asyncio.gather(
+                self.store.load_checkpoint(message.task_id, message.node_id),
+                self.store.node_state(message.task_id, message.node_id),
+                self.store.batch_records(message.task_id, message.node_id),
+            )
+            if self._stopped_while_queued(message, state):
                 await self._report(message, "cancelled", Kind.CANCELLED, {})
                 return
+            ctx = self._context(message, cmd, checkpoint)
             node_run = NodeRun(
                 self.handlers[cmd.role],
                 ctx,
                 cmd.io,
                 self._feed(ctx),
                 lambda uid, metrics: self._report_batch(message, uid, metrics),
+                counted=set(counted),
             )
-            if not self._active:  # this run becomes the worker's active run (seed: worker_states)
-                await self.state.write_active(
-                    ActiveRun(
-                        message.task_id, message.node_id, message.attempt, cmd.role, checkpoint=ctx.checkpoint
-                    )
-                )
             job = asyncio.create_task(node_run.execute())
             self._active[key] = _ActiveRun(ctx, job)
+            self.active_mirror.changed()  # seed: worker_states' active run, written behind
             await self._publish(message, Kind.ACCEPTED)
             try:
                 outcome = await job
@@ -355,23 +361,14 @@ class Worker:
         finally:
             self._active.pop(key, None)
             self._slots.release()
-            with contextlib.suppress(Exception):
-                await self._write_active()
+            self.active_mirror.changed()
 
-    async def _write_active(self) -> None:
+    def _oldest_active(self) -> ActiveRun | None:
         oldest = self.active
-        await self.state.write_active(
-            ActiveRun(
-                oldest.task_id,
-                oldest.node_id,
-                oldest.attempt,
-                oldest.ctx.role,
-                oldest.started_at,
-                oldest.ctx.checkpoint,
-            )
-            if oldest is not None
-            else None
-        )
+        if oldest is None:
+            return None
+        ctx = oldest.ctx
+        return ActiveRun(ctx.task_id, ctx.node_id, ctx.attempt, ctx.role, oldest.started_at, ctx.checkpoint)
 
     async def _checkpoint_to_state(self, run: Envelope, data: dict[str, Any]) -> None:
         """Mirror the active run's checkpoint into ``worker_states`` (the seed's
@@ -386,10 +383,10 @@ class Worker:
                 "task %s node %s: could not mirror the checkpoint (%s)", run.task_id, run.node_id, exc
             )
 
-    async def _stopped_while_queued(self, message: Envelope) -> bool:
+    @staticmethod
+    def _stopped_while_queued(message: Envelope, state: State | None) -> bool:
         """A cancel (or upstream failure) that came before the run started found no run
         to signal; the node's state in the store still says so."""
-        state = await self.store.node_state(message.task_id, message.node_id)
         if state == State.CANCELLING or (state is not None and state.terminal):
             log.info(
                 "task %s node %s: %s before it started, not run", message.task_id, message.node_id, state
@@ -397,11 +394,10 @@ class Worker:
             return True
         return False
 
-    async def _context(self, message: Envelope, cmd: RunCommand) -> RunContext:
+    def _context(self, message: Envelope, cmd: RunCommand, checkpoint: dict[str, Any] | None) -> RunContext:
         writer = ArtifactsWriter(
             self.store, message.task_id, message.node_id, lambda: self._publish(message, Kind.ARTIFACT)
         )
-        checkpoint = await self.store.load_checkpoint(message.task_id, message.node_id)
         return RunContext(
             task_id=message.task_id,
             node_id=message.node_id,

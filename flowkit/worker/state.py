@@ -14,11 +14,16 @@ attempt's lease run out; the next attempt resumes from the checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..store.base import Store
+
+log = logging.getLogger("flowkit.worker")
 
 
 @dataclass
@@ -66,3 +71,46 @@ class DatabaseWorkerState:
         """Roles, capacity, busy, status and last heartbeat, for ``flowkit workers``."""
         async with self._writing:
             await self.store.set_worker_state(self.worker_id, fields)
+
+
+class ActiveRunMirror:
+    """Keeps ``worker_states.active_run`` in step with the worker's oldest run, off the
+    runs' critical path: a change only marks the mirror stale, and one background task
+    writes the newest value (values it never got to are skipped, not queued). The run
+    records are the truth for recovery (leases); this mirror is what a restarted worker
+    hands back at once, and what people read."""
+
+    def __init__(self, state: DatabaseWorkerState, current: Callable[[], ActiveRun | None]) -> None:
+        self._state = state
+        self._current = current
+        self._stale = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._write_forever(), name=f"{self._state.worker_id}:active-run")
+
+    def changed(self) -> None:
+        self._stale.set()
+        self._idle.clear()
+
+    async def stop(self, timeout: float) -> None:
+        """Write what is pending (bounded), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._stale.wait()
+            self._stale.clear()
+            try:
+                await self._state.write_active(self._current())
+            except Exception as exc:  # the next change writes again; the run records hold the truth
+                log.warning("worker %s: could not write its active run (%s)", self._state.worker_id, exc)
+            if not self._stale.is_set():
+                self._idle.set()
