@@ -141,6 +141,10 @@ BAD_NODES: dict[str, tuple[dict[str, Any], str]] = {
         {"node_id": "a", "type": "x", "retry_policy": {"max": -1}},
         "spec.graph.nodes[0].retry_policy.max: Invalid value: -1",
     ),
+    "zero-retry-max": (
+        {"node_id": "a", "type": "x", "retry_policy": {"max": 0}},
+        "spec.graph.nodes[0].retry_policy.max: Invalid value: 0",
+    ),
     "negative-backoff": (
         {"node_id": "a", "type": "x", "retry_policy": {"max": 2, "backoff_sec": -0.5}},
         "spec.graph.nodes[0].retry_policy.backoff_sec: Invalid value: -0.5",
