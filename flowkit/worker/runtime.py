@@ -46,6 +46,8 @@ class _ActiveRun:
     ctx: RunContext
     job: asyncio.Task[Outcome]
     started_at: float = field(default_factory=time.time)
+    sends: set[asyncio.Task[None]] = field(default_factory=set)
+    """Batch reports on their way: the handler does not wait for them, the outcome does."""
 
     @property
     def task_id(self) -> str:
@@ -417,12 +419,21 @@ class Worker:
     # -- reporting -----------------------------------------------------------------
 
     async def _report_batch(self, run: Envelope, batch_uid: str, metrics: dict[str, float]) -> None:
-        await self._publish(
+        """Sent behind: the batch record is already in the store (the truth), and sends
+        of one task keep their order (one partition), so the outcome still comes last."""
+        send = self._publish(
             run,
             Kind.BATCH_DONE,
             {"batch_uid": batch_uid, "metrics": metrics},
             dedup=f"{run.task_id}:{run.node_id}:batch:{batch_uid}",
         )
+        active = self._active.get((run.task_id, run.node_id))
+        if active is None:
+            await send
+            return
+        task = asyncio.create_task(send)
+        active.sends.add(task)
+        task.add_done_callback(active.sends.discard)
 
     async def _report_outcome(self, run: Envelope, outcome: Outcome) -> None:
         if outcome.state == "finished":
@@ -434,7 +445,11 @@ class Worker:
             await self._report(run, "failed", Kind.FAILED, outcome.error.model_dump())
 
     async def _report(self, run: Envelope, state: RunState, kind: Kind, payload: dict[str, Any]) -> None:
-        """The outcome goes to the store first (the truth), then to the coordinator."""
+        """The outcome goes to the store first (the truth), then to the coordinator, after
+        the run's batch reports."""
+        active = self._active.get((run.task_id, run.node_id))
+        if active is not None and active.sends:
+            await asyncio.gather(*active.sends, return_exceptions=True)
         error = None
         if kind == Kind.FAILED:
             error = NodeError.model_validate(payload)
