@@ -74,6 +74,16 @@ class Coordinator:
     def coordinator_id(self) -> str:
         return self.cfg.coordinator_id
 
+    def broken_loop(self) -> str | None:
+        """For liveness probes: the name of a background loop that ended (it should run
+        until :meth:`stop`), or None when all run; "not started" before :meth:`start`."""
+        if not self._started:
+            return "not started"
+        for loop in [*self._loops, *([self._flusher] if self._flusher else [])]:
+            if loop.done():
+                return loop.get_name()
+        return None
+
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
@@ -156,11 +166,13 @@ class Coordinator:
         *,
         task_id: str | None = None,
         labels: Mapping[str, str] | None = None,
+        suspended: bool = False,
     ) -> str:
         """Validate ``graph`` (raises GraphError naming node and field), store it, start it.
 
         With ``task_id`` it is idempotent: if that task exists, its id is returned and
-        nothing about it changes. ``labels`` are kept with the task (``TaskStatus.labels``).
+        nothing about it changes. ``labels`` are kept with the task (``TaskStatus.labels``);
+        ``suspended`` creates it held (no node starts until :meth:`resume_task`).
         """
         if not self._started:
             raise RuntimeError("call `await coordinator.start()` before create_task()")
@@ -171,13 +183,16 @@ class Coordinator:
         me = self.cfg.coordinator_id
         status = new_task_status(task_id, spec, params, owner=me)
         status.labels = dict(labels or {})
+        status.suspended = suspended
         created = await self.store.create_task(
             status, spec.model_dump(mode="json"), owner=me, lease_sec=self.cfg.task_lease_sec
         )
         if not created and not await self._is_own_unstarted(task_id):
             log.info("task %s exists already: not created again", task_id)
             return task_id
-        run = TaskRun(spec, Scheduler(spec), status, Fence(me, 1))
+        scheduler = Scheduler(spec)
+        scheduler.suspended = suspended
+        run = TaskRun(spec, scheduler, status, Fence(me, 1))
         self._tasks[task_id] = run
         log.info("task %s created: %d nodes", task_id, len(spec.nodes))
         run.set_task({"status": State.RUNNING})

@@ -82,10 +82,8 @@ class CoordinatorHost:
         coordinator = self._coordinator
         if coordinator is None:
             return "coordinator not started"
-        for loop in getattr(coordinator, "_loops", []):
-            if loop.done():
-                return f"coordinator loop {loop.get_name()} ended"
-        return None
+        broken = coordinator.broken_loop()
+        return None if broken is None else f"coordinator loop {broken} ended"
 
     async def reachable(self) -> str | None:
         """None when MongoDB answers a ping and Kafka's bootstrap accepts a connection."""

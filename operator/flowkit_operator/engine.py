@@ -21,9 +21,16 @@ class Engine:
         return self.coordinator.on_change(callback)
 
     async def create(
-        self, task_id: str, graph: Mapping[str, Any], params: dict[str, Any], labels: dict[str, str]
+        self,
+        task_id: str,
+        graph: Mapping[str, Any],
+        params: dict[str, Any],
+        labels: dict[str, str],
+        suspended: bool = False,
     ) -> None:
-        await self.coordinator.create_task(params=params, graph=graph, task_id=task_id, labels=labels)
+        await self.coordinator.create_task(
+            params=params, graph=graph, task_id=task_id, labels=labels, suspended=suspended
+        )
 
     async def status(self, task_id: str) -> TaskStatus | None:
         try:

@@ -66,7 +66,11 @@ class FlowTasks:
                 return
             try:
                 await self.engine.create(
-                    ref.uid, spec["graph"], dict(spec.get("params") or {}), labels_for(ref)
+                    ref.uid,
+                    spec["graph"],
+                    dict(spec.get("params") or {}),
+                    labels_for(ref),
+                    suspended=bool(spec.get("suspend", False)),
                 )
             except GraphError as exc:  # e.g. more nodes than the coordinator allows
                 await self._mark_invalid(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,10 @@ async def api_client() -> Any:
     try:
         loader(client_configuration=configuration)
     except ConfigException:
-        await config.load_kube_config(client_configuration=configuration)
+        # $KUBECONFIG read now: kubernetes-asyncio reads its default once, at import.
+        await config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )
     return client.ApiClient(configuration=configuration)
 
 

@@ -184,3 +184,16 @@ async def test_labels_are_kept_and_observers_hear_every_change() -> None:
     assert status.status == State.FINISHED
     assert listed is not None and listed.labels == {"flowkit.io/flowtask": "ns/etl"}
     assert len(heard) == count  # stopped observers hear nothing more
+
+
+async def test_a_task_created_suspended_starts_nothing_until_resumed() -> None:
+    recorder = Recorder()
+    async with LocalRuntime({"gate": Gate(), "recorder": recorder}) as rt:
+        graph = {"nodes": [{"node_id": "only", "type": "recorder"}]}
+        task_id = await rt.coordinator.create_task(graph=graph, suspended=True)
+        status = await rt.coordinator.get_status(task_id)
+        assert status.suspended and status.nodes["only"].attempts == 0
+        assert rt.coordinator.broken_loop() is None
+        await rt.coordinator.resume_task(task_id)
+        status = await rt.coordinator.wait_task(task_id, timeout=TIMEOUT)
+    assert status.status == State.FINISHED and len(recorder.batches["only"]) == 1

@@ -63,8 +63,12 @@ def make_operator(
     kafka_topic_prefix: str,
     store_url: str,
     namespace: str,  # noqa: F811
+    cluster_env: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Any]:
     """``make_operator(**settings)``: an operator on the test's namespace; all stopped at the end."""
+    # The in-process operator logs in as a user's would: with $KUBECONFIG.
+    monkeypatch.setenv("KUBECONFIG", cluster_env["KUBECONFIG"])
     running: list[OperatorThread] = []
 
     def make(**extra: Any) -> OperatorThread:
