@@ -6,16 +6,24 @@ messages on the task (:class:`~flowkit.coordinator.taskrun.TaskRun`), and one fl
 writes every dirty task (one fenced single-document update each, all tasks at once)
 and then sends all their messages in one batch. What piles up during a flush goes in
 the next one, so the busier the coordinator, the bigger and fewer its round trips.
+
+Run commands are the one exception to "state first": they go out while the state is
+being written, which takes a store round trip off every dispatch. That is safe because
+a dispatch is a pure function of the stored state: a coordinator that crashed (or lost
+the task) before its write landed is followed by one that rebuilds the same decision,
+with the same attempt number, and the attempt's run record (claimed once, by one
+worker) makes the two commands one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..bus.base import Bus
 from ..errors import LeaseLost, TaskNotFound
+from ..protocol import Envelope, Kind
 from ..store.base import Store
 from .taskrun import TaskRun
 
@@ -72,9 +80,19 @@ class Outbox:
     async def _flush_unlocked(self, run: TaskRun) -> None:
         effects, run.after_flush = run.after_flush, []
         task_fields, node_fields, outbox = run.take_unflushed()
+        commands = [item for item in outbox if item[1].kind == Kind.RUN]
+        if commands:
+            outbox = [item for item in outbox if item[1].kind != Kind.RUN]
         try:
-            if task_fields or node_fields:
-                await self.store.write_task(run.task_id, task_fields, node_fields, fence=run.fence)
+            writing = (
+                self.store.write_task(run.task_id, task_fields, node_fields, fence=run.fence)
+                if task_fields or node_fields
+                else None
+            )
+            if commands:
+                await self._send_commands(run, commands, writing)
+            elif writing is not None:
+                await writing
         except (LeaseLost, TaskNotFound) as exc:
             self._on_lost(run, str(exc))
             return
@@ -97,6 +115,24 @@ class Outbox:
         if run.ended and not run.unflushed:
             run.done.set()
             self._on_done(run)
+
+    async def _send_commands(
+        self, run: TaskRun, commands: list[tuple[str, Envelope]], writing: Awaitable[None] | None
+    ) -> None:
+        """Send ``commands`` while ``writing`` runs; a failed send is queued for the next flush."""
+        sending = asyncio.ensure_future(self.bus.publish_many(commands))
+        try:
+            if writing is not None:
+                await writing
+        finally:
+            try:
+                await sending
+            except Exception as exc:
+                log.warning(
+                    "task %s: could not send %d commands (%s); retrying", run.task_id, len(commands), exc
+                )
+                run.put_back({}, {}, commands)
+                self._retry_later(run)
 
     def _retry_later(self, run: TaskRun) -> None:
         asyncio.get_running_loop().call_later(RETRY_DELAY_SEC, self.mark, run)
