@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import shlex
 import sys
 import time
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("dockerfile", nargs="?", default="Dockerfile")
     load = image_sub.add_parser("load")
     load.add_argument("archive")
+    image_sub.add_parser("bundled", help="build the bundled Kafka and FerretDB images; print chart values")
     args = parser.parse_args(argv)
 
     ctx = Context.from_env()
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             images = _load("image")
             if args.image_command == "build":
                 images.build(ctx, args.dockerfile, args.tag)
+            elif args.image_command == "bundled":
+                print(json.dumps(_load("bundled_images").chart_values(ctx), indent=2))
             else:
                 images.load(ctx, args.archive)
         else:
