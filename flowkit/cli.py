@@ -8,7 +8,7 @@
 
 and, on a distributed installation (MongoDB and Kafka), the commands of
 :mod:`flowkit.console.distributed`: ``coordinator``, ``worker``, ``submit``, ``status``,
-``watch``, ``cancel``, ``tasks``, ``workers``.
+``watch``, ``cancel``, ``tasks``, ``workers``; ``suspend``, ``resume``, ``retry``, ``delete``.
 
 Exit codes: 0 the task finished; 1 it failed, was cancelled or timed out; 2 bad input
 (invalid graph, bad ``--handlers`` or ``--param``, MongoDB or Kafka unreachable); 130
@@ -27,7 +27,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from .console.distributed import COMMANDS
+from .console import controls, distributed
 from .console.inputs import load_handlers, parse_params
 from .console.logs import configure_logging
 from .console.messages import (
@@ -54,7 +54,7 @@ def main() -> None:
     """FlowKit: run, check and draw DAG workflows, alone or on a distributed installation."""
 
 
-for _command in COMMANDS:
+for _command in [*distributed.COMMANDS, *controls.COMMANDS]:
     main.add_command(_command)
 
 

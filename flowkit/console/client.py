@@ -12,6 +12,7 @@ the task document, announced to the coordinator that holds the task.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Any
 from ..backends import resolve_backends
 from ..backends.feed import ChangeFeed
 from ..config import ConnectionSettings
-from ..coordinator.core import new_task_status
+from ..coordinator.core import new_task_status, reopen_task
+from ..errors import FlowKitError, TaskNotFound
 from ..graph import GraphSpec
 from ..states import State, TaskStatus
 from ..store.base import Store
@@ -71,6 +73,46 @@ class Client:
         await self.store.request_cancel(task_id, reason)
         self._announce(task_id, "cancel")
         return CancelRequest(status, requested=True)
+
+    async def suspend(self, task_id: str, suspended: bool) -> TaskStatus:
+        """Ask the task's coordinator to hold back new nodes (or to go on); the task as it was."""
+        status = await read_task(self.store, task_id)
+        if not status.status.terminal:
+            await self.store.request_suspend(task_id, suspended)
+            self._announce(task_id, "suspend")
+        return status
+
+    async def retry(self, task_id: str) -> list[str]:
+        """Reopen a failed or cancelled task from its unfinished nodes (FlowKitError if it
+        is neither); a coordinator adopts it. The ids of the nodes that run again."""
+        again = await reopen_task(self.store, await read_task(self.store, task_id))
+        self._announce(task_id, "new")
+        return again
+
+    async def delete(self, task_id: str, cancel_timeout: float | None) -> bool:
+        """Remove an ended task with everything recorded for it. A running one is refused
+        (FlowKitError) unless ``cancel_timeout``: then it is cancelled first and deleted
+        once it ended, or after that many seconds. False if there was no such task."""
+        try:
+            status = await read_task(self.store, task_id)
+        except TaskNotFound:
+            return await self.store.delete_task(task_id)
+        if not status.status.terminal:
+            if cancel_timeout is None:
+                raise FlowKitError(
+                    f"task {task_id} is {status.status.value}: cancel it first, or delete with --cancel"
+                )
+            await self.cancel(task_id, "deleted (flowkit delete --cancel)")
+            await self._wait_ended(task_id, cancel_timeout)
+        return await self.store.delete_task(task_id)
+
+    async def _wait_ended(self, task_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            version = self.store.version(task_id)
+            if (await read_task(self.store, task_id)).status.terminal:
+                return
+            await self.store.wait_changed(task_id, version, min(left, 1.0))
 
     async def status(self, task_id: str) -> TaskStatus:
         """The task's status; TaskNotFound if there is none."""

@@ -23,7 +23,7 @@ from ..errors import FlowKitError, TaskNotFound
 from ..graph import GraphSpec, validate_graph
 from ..protocol import ANNOUNCE_TOPIC, STATUS_TOPIC, Kind
 from ..states import NodeStatus, State, TaskStatus
-from ..store.base import Fence
+from ..store.base import Fence, Store
 from .executor import Executor
 from .intake import StatusIntake
 from .leases import Leases
@@ -299,34 +299,12 @@ class Coordinator:
         keep their results, the others start over with a fresh ``retry_policy`` budget
         (their attempt numbers go on). Returns the ids of the nodes that will run again;
         FlowKitError if the task is not failed or cancelled. Any coordinator adopts it."""
-        status = await self.get_status(task_id)
-        if status.status not in (State.FAILED, State.CANCELLED):
-            raise FlowKitError(
-                f"task {task_id} is {status.status.value}: only a failed or cancelled task can be retried"
-            )
-        again = {nid: node for nid, node in status.nodes.items() if node.status != State.FINISHED}
-        node_fields: dict[str, dict[str, Any]] = {
-            nid: {
-                "status": State.QUEUED,
-                "error": None,
-                "finished_at": None,
-                "retry_at": None,
-                "note": None,
-                "worker_id": None,
-                "first_batch_at": None,
-                "worker_losses": 0,
-                "attempt_base": node.attempts,
-            }
-            for nid, node in again.items()
-        }
-        task_fields = {"status": State.RUNNING, "error": None, "finished_at": None}
-        if not await self.store.reopen_task(task_id, task_fields, node_fields):
-            raise FlowKitError(f"task {task_id} changed while being retried: it is not failed or cancelled")
-        log.info("task %s: retrying %d node(s): %s", task_id, len(again), ", ".join(sorted(again)))
+        again = await reopen_task(self.store, await self.get_status(task_id))
+        log.info("task %s: retrying %d node(s): %s", task_id, len(again), ", ".join(again))
         self.leases.wake_adoption.set()
         if self.backends.feed is not None:
             self.backends.feed.announce(task_id, "new")
-        return sorted(again)
+        return again
 
     async def delete_task(self, task_id: str, cancel_timeout: float = 30.0) -> bool:
         """Remove the task with its artifacts, batch records, checkpoints and runs; True
@@ -418,6 +396,35 @@ class Coordinator:
         if not run.dropped:
             log.info("coordinator %s let task %s go: %s", self.cfg.coordinator_id, run.task_id, why)
         self.executor.forget(run)
+
+
+async def reopen_task(store: Store, status: TaskStatus) -> list[str]:
+    """Make a failed or cancelled task runnable again from its unfinished nodes (one
+    conditional store update; see ``Coordinator.retry_task``); the ids of those nodes."""
+    task_id = status.task_id
+    if status.status not in (State.FAILED, State.CANCELLED):
+        raise FlowKitError(
+            f"task {task_id} is {status.status.value}: only a failed or cancelled task can be retried"
+        )
+    again = {nid: node for nid, node in status.nodes.items() if node.status != State.FINISHED}
+    node_fields: dict[str, dict[str, Any]] = {
+        nid: {
+            "status": State.QUEUED,
+            "error": None,
+            "finished_at": None,
+            "retry_at": None,
+            "note": None,
+            "worker_id": None,
+            "first_batch_at": None,
+            "worker_losses": 0,
+            "attempt_base": node.attempts,
+        }
+        for nid, node in again.items()
+    }
+    task_fields = {"status": State.RUNNING, "error": None, "finished_at": None}
+    if not await store.reopen_task(task_id, task_fields, node_fields):
+        raise FlowKitError(f"task {task_id} changed while being retried: it is not failed or cancelled")
+    return sorted(again)
 
 
 def new_task_status(

@@ -392,3 +392,91 @@ def test_mongodb_not_there_is_one_line_naming_it_without_the_password(installati
     masked = url.replace("s3cret", "***")
     assert proc.stderr.startswith(f"error: cannot reach MongoDB at {masked}: "), proc.stderr
     assert "s3cret" not in proc.stderr + proc.stdout
+
+
+GATE_HANDLERS = """
+import asyncio, os
+from flowkit import HandlerError
+from flowkit.worker.handlers.base import BatchResult, Handler
+
+
+class Nap(Handler):
+    async def process_batch(self, batch, ctx):
+        await asyncio.sleep(batch.payload.get("sec", 0.1))
+        return BatchResult(metrics={"naps": 1})
+
+
+class Gate(Handler):
+    async def process_batch(self, batch, ctx):
+        if os.path.exists(os.environ["GATE_CLOSED"]):
+            raise HandlerError("gate_closed", "the gate file exists", permanent=True)
+        return BatchResult(metrics={"passed": 1})
+
+
+HANDLERS = {"nap": Nap(), "gate": Gate()}
+"""
+GATE_GRAPH = (
+    "nodes:\n  - {node_id: first, type: nap, io: {input_inline: {sec: 5}}}\n"
+    "  - {node_id: second, type: gate, depends_on: [first]}\n"
+    "  - {node_id: third, type: nap, depends_on: [second]}\n"
+)
+
+
+def test_suspend_resume_retry_and_delete_from_the_command_line(
+    installation: Installation, tmp_path: Path
+) -> None:
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    (folder / "cli_gate_handlers.py").write_text(GATE_HANDLERS)
+    (folder / "gate.yaml").write_text(GATE_GRAPH)
+    closed = folder / "closed"
+    closed.touch()
+    installation.env["GATE_CLOSED"] = str(closed)
+    installation.coordinator("c1")
+    installation.worker("w1", "nap,gate", "cli_gate_handlers:HANDLERS", cwd=folder)
+    task_id = installation.flowkit("submit", str(folder / "gate.yaml")).stdout.strip()
+    node = lambda nid: installation.status(task_id)["nodes"][nid]  # noqa: E731
+    wait_for(lambda: node("first")["status"] == "running", 30, "first to run", installation.all_logs)
+
+    suspended = installation.flowkit("suspend", task_id)
+    assert suspended.returncode == 0, suspended.stderr
+    assert f"suspend requested: task {task_id} starts no new node" in suspended.stdout
+    wait_for(lambda: node("first")["status"] == "finished", 30, "first to finish", installation.all_logs)
+    held = installation.status(task_id)
+    assert (held["status"], held["nodes"]["second"]["attempts"]) == ("running", 0)
+
+    assert installation.flowkit("resume", task_id).returncode == 0
+    failed = installation.flowkit("watch", task_id, "--json", timeout=60)
+    assert failed.returncode == 1, installation.all_logs()
+    assert json.loads(failed.stdout)["nodes"]["second"]["error"]["code"] == "gate_closed"
+
+    closed.unlink()
+    retried = installation.flowkit("retry", task_id)
+    assert retried.returncode == 0, retried.stderr
+    assert "2 node(s) run again (second, third)" in retried.stdout
+    finished = installation.flowkit("watch", task_id, "--json", timeout=60)
+    assert finished.returncode == 0, f"{finished.stdout}\n{installation.all_logs()}"
+    final = json.loads(finished.stdout)["nodes"]
+    assert (final["first"]["attempts"], final["second"]["attempts"], final["third"]["status"]) == (
+        1,
+        2,
+        "finished",
+    )
+    again = installation.flowkit("retry", task_id)
+    assert (
+        again.returncode == 2
+        and "is finished: only a failed or cancelled task can be retried" in again.stderr
+    )
+
+    assert installation.flowkit("delete", task_id).stdout.strip() == f"task {task_id} deleted"
+    gone = installation.flowkit("status", task_id)
+    assert gone.returncode == 2 and task_id in gone.stderr
+
+    running = installation.flowkit("submit", str(folder / "gate.yaml")).stdout.strip()
+    refused = installation.flowkit("delete", running)
+    assert refused.returncode == 2 and "cancel it first, or delete with --cancel" in refused.stderr
+    deleted = installation.flowkit("delete", running, "--cancel")
+    assert deleted.returncode == 0, deleted.stderr
+    assert installation.flowkit("status", running).returncode == 2
+    assert installation.terminate("w1") == 0
+    assert installation.terminate("c1") == 0
