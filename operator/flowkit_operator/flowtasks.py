@@ -17,7 +17,16 @@ from flowkit.states import State, TaskStatus
 
 from .engine import Engine
 from .events import Events
-from .kube import FLOWTASKS, GROUP, MANAGED_BY, MERGE_PATCH, VERSION, ObjectRef, custom_api, is_not_found
+from .kube import (
+    FLOWTASKS,
+    GROUP,
+    MANAGED_BY,
+    VERSION,
+    ObjectRef,
+    custom_api,
+    is_not_found,
+    patch_flowtask_status,
+)
 from .status_mirror import StatusMirror, Tracked
 from .status_view import (
     DEADLINE_EXCEEDED,
@@ -217,19 +226,7 @@ class FlowTasks:
             log.info("task %s cancelled and deleted with its FlowTask", task_id)
 
     async def _patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
-        try:
-            await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                FLOWTASKS,
-                ref.name,
-                {"status": status},
-                _content_type=MERGE_PATCH,
-            )
-        except client.ApiException as exc:
-            if not is_not_found(exc):
-                raise
+        await patch_flowtask_status(self._custom, ref, status)  # gone: its deletion is handled elsewhere
 
 
 def _seconds(value: Any) -> float | None:

@@ -76,3 +76,16 @@ class ObjectRef:
 
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, client.ApiException) and exc.status == 404
+
+
+async def patch_flowtask_status(custom: Any, ref: ObjectRef, status: dict[str, Any]) -> bool:
+    """Merge ``status`` into the FlowTask's status subresource; False if it is gone."""
+    try:
+        await custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ref.namespace, FLOWTASKS, ref.name, {"status": status}, _content_type=MERGE_PATCH
+        )
+    except client.ApiException as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    return True

@@ -17,14 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from flowkit.coordinator.core import Coordinator
 from flowkit.errors import TaskNotFound
 from flowkit.states import State, TaskStatus
 
 from .events import Events
-from .kube import FLOWTASKS, GROUP, MERGE_PATCH, VERSION, ObjectRef, custom_api, is_not_found
+from .kube import ObjectRef, custom_api, patch_flowtask_status
 from .status_view import (
     CANCELLED,
     FAILED,
@@ -171,23 +169,10 @@ class StatusMirror:
         self._listener(tracked, task, before)
 
     async def _patch(self, tracked: Tracked, status: dict[str, Any]) -> None:
-        ref = tracked.ref
-        try:
-            await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                FLOWTASKS,
-                ref.name,
-                {"status": status},
-                _content_type=MERGE_PATCH,
-            )
+        if await patch_flowtask_status(self._custom, tracked.ref, status):
             self.patches += 1
-        except client.ApiException as exc:
-            if is_not_found(exc):  # the FlowTask is gone; its deletion is handled elsewhere
-                self.untrack(tracked.task_id)
-                return
-            raise
+        else:  # the FlowTask is gone; its deletion is handled elsewhere
+            self.untrack(tracked.task_id)
 
     def _tell(self, tracked: Tracked, task: TaskStatus, before: str | None) -> None:
         """Events: node failures not told yet, and the task's end."""
