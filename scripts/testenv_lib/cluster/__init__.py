@@ -83,8 +83,13 @@ def up(ctx: Context) -> None:
     # running old binaries) would otherwise both tear it down and start it.
     with cache_lock(ctx, _RUN_LOCK):
         if _healthy(ctx, layout):
-            say("cluster already running")
-            return
+            changed = _changed_binaries(ctx)
+            if not changed:
+                say("cluster already running")
+                return
+            # A new etcd cannot take over the old one's data (it upgrades one minor
+            # version at a time), and a fresh cluster is what a user of a new version gets.
+            say(f"cluster: restarting it anew (its objects are not kept): {'; '.join(changed)}")
         if any(daemon_alive(ctx, d) for d in DAEMONS) or layout.root.exists():
             say("cluster: cleaning up a previous run first")
             _teardown(ctx, layout)
