@@ -50,6 +50,13 @@ class Artifact(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptInputs:
+    state: State | None
+    checkpoint: dict[str, Any] | None
+    counted: set[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Fence:
     """Proof that ``owner`` holds a task: ``token`` grows by one at every claim, so a write
     carrying an older token (a coordinator that lost the task) is refused with LeaseLost."""
@@ -192,6 +199,10 @@ class Store(Protocol):
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]: ...
     async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None: ...
     async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None: ...
+    async def attempt_inputs(self, task_id: str, node_id: str) -> AttemptInputs:
+        """What a worker reads before it starts an attempt, at once: the node's state,
+        its checkpoint and the batch uids earlier attempts counted."""
+        ...
 
     # -- runs: the worker's lease on one attempt, and its outcome --
     async def claim_run(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeError, NodeStatus, State, TaskStatus, apply_fields
-from .base import Artifact, Fence, RunRecord, RunState
+from .base import Artifact, AttemptInputs, Fence, RunRecord, RunState
 from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write, worker_state_paths
 
@@ -252,6 +252,13 @@ class MemoryStore(ChangeTracker):
     async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None:
         data = self._entry(task_id).checkpoints.get(node_id)
         return dict(data) if data is not None else None
+
+    async def attempt_inputs(self, task_id: str, node_id: str) -> AttemptInputs:
+        return AttemptInputs(
+            await self.node_state(task_id, node_id),
+            await self.load_checkpoint(task_id, node_id),
+            set(self._entry(task_id).batches.get(node_id, {})),
+        )
 
     # -- runs --
     async def claim_run(

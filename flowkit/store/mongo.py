@@ -60,7 +60,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..errors import FlowKitError, LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeStatus, State, TaskStatus
-from .base import Fence
+from .base import AttemptInputs, Fence
 from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write
 from .mongo_artifacts import ArtifactStreams
@@ -381,6 +381,15 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
             return None
         data: dict[str, Any] = decode_keys(doc["data"])
         return data
+
+    async def attempt_inputs(self, task_id: str, node_id: str) -> AttemptInputs:
+        """Three reads in one round trip's time."""
+        state, checkpoint, counted = await asyncio.gather(
+            self.node_state(task_id, node_id),
+            self.load_checkpoint(task_id, node_id),
+            self.batch_records(task_id, node_id),
+        )
+        return AttemptInputs(state, checkpoint, set(counted))
 
     # -- change notification -----------------------------------------------------------
 

@@ -231,7 +231,8 @@ class Worker:
             # another role's commands wait for. Meanwhile the command waits unacknowledged,
             # for a bounded time: then it is declined and the coordinator sends it elsewhere.
             try:
-                await asyncio.wait_for(self._slots.acquire(), self.cfg.slot_wait_sec)
+                async with asyncio.timeout(None if not self._slots.locked() else self.cfg.slot_wait_sec):
+                    await self._slots.acquire()
             except TimeoutError:
                 await self._decline(delivery)
                 continue
@@ -322,23 +323,18 @@ class Worker:
     async def _run(self, message: Envelope, cmd: RunCommand) -> None:
         key = (message.task_id, message.node_id)
         try:
-            # Three reads the run needs before it starts, in one round trip's time.
-            checkpoint, state, counted = await asyncio.gather(
-                self.store.load_checkpoint(message.task_id, message.node_id),
-                self.store.node_state(message.task_id, message.node_id),
-                self.store.batch_records(message.task_id, message.node_id),
-            )
-            if self._stopped_while_queued(message, state):
+            inputs = await self.store.attempt_inputs(message.task_id, message.node_id)
+            if self._stopped_while_queued(message, inputs.state):
                 await self._report(message, "cancelled", Kind.CANCELLED, {})
                 return
-            ctx = self._context(message, cmd, checkpoint)
+            ctx = self._context(message, cmd, inputs.checkpoint)
             node_run = NodeRun(
                 self.handlers[cmd.role],
                 ctx,
                 cmd.io,
                 self._feed(ctx),
                 lambda uid, metrics: self._report_batch(message, uid, metrics),
-                counted=set(counted),
+                counted=inputs.counted,
             )
             job = asyncio.create_task(node_run.execute())
             self._active[key] = _ActiveRun(ctx, job)
@@ -493,7 +489,8 @@ class Worker:
     ) -> None:
         message = self._status(run.task_id, run.node_id, run.attempt, kind, payload or {}, dedup)
         try:
-            await asyncio.wait_for(self.bus.publish(STATUS_TOPIC, message), STATUS_SEND_TIMEOUT_SEC)
+            async with asyncio.timeout(STATUS_SEND_TIMEOUT_SEC):
+                await self.bus.publish(STATUS_TOPIC, message)
         except Exception as exc:  # never the handler's failure: the fact is in the store already
             log.warning(
                 "task %s node %s: could not send %s (%s); the coordinator reconciles from the store",

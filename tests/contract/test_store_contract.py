@@ -565,3 +565,16 @@ async def test_observers_hear_writes_and_notices_until_stopped(store: Store) -> 
     stop()
     await store.update_task("t1", {"status": State.RUNNING})
     assert heard == ["t1", "t2"]
+
+
+async def test_attempt_inputs_are_the_node_state_checkpoint_and_counted_batches(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    fresh = await store.attempt_inputs("t1", ODD)
+    assert (fresh.state, fresh.checkpoint, fresh.counted) == (State.QUEUED, None, set())
+    await store.record_batch("t1", ODD, "b1", {"rows": 1})
+    await store.save_checkpoint("t1", ODD, {"page": 3})
+    await store.update_node("t1", ODD, {"status": State.RUNNING})
+    later = await store.attempt_inputs("t1", ODD)
+    assert (later.state, later.checkpoint, later.counted) == (State.RUNNING, {"page": 3}, {"b1"})
+    with pytest.raises(TaskNotFound):
+        await store.attempt_inputs("nope", ODD)
