@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from cluster.conftest import build_image  # noqa: E402
 from cluster.kube import Kubectl  # noqa: E402
 
 from . import readme, targets  # noqa: E402
-from .release import Release  # noqa: E402
+from .release import Release, new_release, run_name  # noqa: E402
 
 
 def _tests_conftest() -> Any:
@@ -82,17 +81,6 @@ def target(request: pytest.FixtureRequest, testenv: Any) -> targets.Target:
 def flowkit_image(target: targets.Target) -> tuple[str, str]:
     """(repository, tag) of the image built from the Dockerfile, once per session and target."""
     return target.flowkit_image()
-
-
-def run_name() -> str:
-    return f"e2e-{uuid.uuid4().hex[:6]}"
-
-
-def new_release(target: targets.Target, name: str, **fields: Any) -> Release:
-    kubectl = Kubectl(target.kubectl, target.kubeconfig, name)
-    return Release(
-        name=name, namespace=name, helm=target.helm, kubectl=kubectl, env=target.tool_env(), **fields
-    )
 
 
 def _run_readme_command(command: str, setup: list[str], env: dict[str, str], release: Release) -> None:

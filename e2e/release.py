@@ -6,12 +6,15 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from cluster.kube import Kubectl
+
+from .targets import Target
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "flowkit"
@@ -171,3 +174,14 @@ def example(name: str) -> dict[str, Any]:
     """A manifest of examples/kubernetes/."""
     manifest: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
     return manifest
+
+
+def run_name() -> str:
+    return f"e2e-{uuid.uuid4().hex[:6]}"
+
+
+def new_release(target: Target, name: str, **fields: Any) -> Release:
+    kubectl = Kubectl(target.kubectl, target.kubeconfig, name)
+    return Release(
+        name=name, namespace=name, helm=target.helm, kubectl=kubectl, env=target.tool_env(), **fields
+    )

@@ -163,15 +163,24 @@ class KindTarget(Target):
         return {"kafka": {"bundled": {"enabled": True}}, "mongodb": {"bundled": {"enabled": True}}}
 
 
+INSTEAD = (
+    f"; the suite runs on scripts/testenv's real node instead ({SELECT}=test-node), "
+    "a kubelet + containerd node as kind's is, with images built by buildah into its containerd"
+)
+
+
 def kind() -> KindTarget:
-    missing = [tool for tool in ("docker", "kind", "kubectl", "helm") if shutil.which(tool) is None]
-    if missing:
+    if shutil.which("docker") is None:
         raise Unavailable(
-            f"kind variant skipped: {', '.join(missing)} not on PATH (no Docker engine on this machine); "
-            f"the suite runs on scripts/testenv's real node instead ({SELECT}=test-node)"
+            "kind variant skipped: no `docker` command (kind runs its node in Docker)" + INSTEAD
         )
-    if subprocess.run(["docker", "info"], capture_output=True, stdin=subprocess.DEVNULL).returncode != 0:
-        raise Unavailable("kind variant skipped: `docker info` fails (no running Docker engine)")
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if info.returncode != 0:
+        why = (info.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise Unavailable(f"kind variant skipped: no Docker engine here (`docker info`: {why})" + INSTEAD)
+    missing = [tool for tool in ("kind", "kubectl", "helm") if shutil.which(tool) is None]
+    if missing:
+        raise Unavailable(f"kind variant skipped: {', '.join(missing)} not on PATH" + INSTEAD)
     name = os.environ.get("FLOWKIT_E2E_KIND_CLUSTER", "kind")
     proc = subprocess.run(
         ["kind", "get", "kubeconfig", "--name", name],

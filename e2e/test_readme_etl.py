@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import readme
 from .release import Release
 
 
@@ -71,3 +72,14 @@ def test_the_operator_runs_as_a_pod_under_its_own_service_account(readme_release
         "auth", "can-i", "list", "flowtasks.flowkit.io", who, "-n", "default", check=False
     )
     assert elsewhere.stdout.strip() == "no"
+
+
+def test_the_readme_builds_the_image_the_install_uses() -> None:
+    """The build block is not run as written (the session's image is built once, by the
+    same `scripts/testenv image build`, under the test tag); it must name the install's tag."""
+    text = readme.README.read_text()
+    build = next(b for b in readme.section_blocks(text) if "image build" in b)
+    assert "scripts/testenv image build --tag flowkit:dev" in build
+    assert "docker build -t flowkit:dev . && kind load docker-image flowkit:dev" in build
+    install = " ".join(readme.install_commands())
+    assert "--set image.repository=flowkit --set image.tag=dev" in install
