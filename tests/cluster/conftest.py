@@ -8,6 +8,7 @@ variables of `scripts/testenv env`.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -74,8 +75,10 @@ def pause_image(cluster_env: dict[str, str]) -> str:
     return cluster_env["FLOWKIT_TEST_PAUSE_IMAGE"]
 
 
+@functools.cache
 def build_image(tag: str, dockerfile: Path) -> str:
-    """`scripts/testenv image build`: the image is in the node's containerd afterwards."""
+    """`scripts/testenv image build`: the image is in the node's containerd afterwards.
+    Once per process: tests/cluster, tests/operator and e2e/ share each build."""
     proc = subprocess.run(
         [sys.executable, str(TESTENV), "image", "build", "--tag", tag, str(dockerfile)],
         capture_output=True,
