@@ -146,6 +146,8 @@ class WorkerConfig(ConnectionSettings):
     streaming reader in the slot may be waiting for exactly that command)."""
     cancel_grace_sec: float = Field(default=10.0, ge=0)
     """After a cancel, how long a handler may take to notice ``ctx.cancel_flag`` before it is interrupted."""
+    health_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve ``/healthz`` and ``/readyz`` on this port (``flowkit worker``; Kubernetes probes)."""
     drain_timeout_sec: float = Field(default=30.0, ge=0)
     """On SIGTERM (``drain()``): how long running attempts may take to finish before being handed back."""
 

@@ -78,6 +78,13 @@ def coordinator(flags: ConnectionFlags, coordinator_id: str | None, verbose: boo
     default=None,
     help="Node runs at once (env FLOWKIT_WORKER_CAPACITY; default 1).",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve /healthz (alive) and /readyz (taking work) on this port, for probes "
+    "(env FLOWKIT_WORKER_HEALTH_PORT; default: none).",
+)
 @click.option("--id", "worker_id", metavar="ID", default=None, help="Default: worker-<random>.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 @connection_options
@@ -86,6 +93,7 @@ def worker(
     roles: str | None,
     handlers_spec: str,
     capacity: int | None,
+    health_port: int | None,
     worker_id: str | None,
     verbose: bool,
 ) -> None:
@@ -95,7 +103,9 @@ def worker(
     except ConfigError as exc:
         fail(str(exc))
     role_list = [r.strip() for r in roles.split(",") if r.strip()] if roles is not None else None
-    cfg = flags.load(WorkerConfig, roles=role_list, capacity=capacity, worker_id=worker_id)
+    cfg = flags.load(
+        WorkerConfig, roles=role_list, capacity=capacity, worker_id=worker_id, health_port=health_port
+    )
     if not cfg.roles:
         fail("no roles: pass --roles a,b (or set FLOWKIT_WORKER_ROLES, or roles in --config)")
     missing = [role for role in cfg.roles if role not in handlers]

@@ -96,16 +96,28 @@ async def serve_coordinator(cfg: CoordinatorConfig) -> int:
 
 async def serve_worker(cfg: WorkerConfig, handlers: dict[str, Handler]) -> int:
     """Run a Worker for ``cfg.roles`` until a signal; the exit code."""
+    from ..worker.health import HealthServer
     from ..worker.runtime import Worker
 
+    health: HealthServer | None = None
+
     async def build(db: Any) -> Any:
-        return Worker(db=db, cfg=cfg, handlers=handlers)
+        nonlocal health
+        worker = Worker(db=db, cfg=cfg, handlers=handlers)
+        if cfg.health_port is not None:
+            health = HealthServer(worker, cfg.health_port)
+            await health.start()  # before connecting: a pod waiting for Kafka is alive, not ready
+        return worker
 
     async def drain(worker: Any, signals: StopSignals) -> int:
-        if not await _unless_second(worker.drain(), signals):
-            running = len(worker.active_runs)
-            log.warning("worker %s: handing back %d running attempt(s) now", cfg.worker_id, running)
-            await worker.stop()
+        try:
+            if not await _unless_second(worker.drain(), signals):
+                running = len(worker.active_runs)
+                log.warning("worker %s: handing back %d running attempt(s) now", cfg.worker_id, running)
+                await worker.stop()
+        finally:
+            if health is not None:
+                await health.stop()
         return EXIT_CLEAN
 
     return await _serve(cfg, f"worker {cfg.worker_id} (roles {', '.join(cfg.roles)})", build, drain)

@@ -53,6 +53,10 @@ class Presence:
             ),
         ]
 
+    def broken_loop(self) -> str | None:
+        """The name of a duty loop that ended (they run until stop), or None."""
+        return next((loop.get_name() for loop in self._loops if loop.done()), None)
+
     async def stop(self) -> None:
         for loop in self._loops:
             loop.cancel()

@@ -104,11 +104,18 @@ class Worker:
         self.presence = Presence(self)
         self._started = False
         self._stopping = False
+        self.started_at: float | None = None
+        """When start() finished (None before; health checks measure from it)."""
 
     @property
     def last_heartbeat_time(self) -> float | None:
         """When this worker last sent heartbeats (epoch seconds), for health checks."""
         return self.presence.last_heartbeat_time
+
+    @property
+    def taking_work(self) -> bool:
+        """Started, subscribed to its roles' commands, not draining or stopping."""
+        return self._started and not self._stopping and self.started_at is not None
 
     @property
     def busy(self) -> bool:
@@ -146,6 +153,7 @@ class Worker:
         except BaseException:
             await self._close(cancel_runs=True)
             raise
+        self.started_at = time.time()
         log.info("worker %s started for roles %s", self.worker_id, self.cfg.roles)
 
     async def drain(self, timeout: float | None = None) -> None:

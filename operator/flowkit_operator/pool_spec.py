@@ -52,6 +52,18 @@ def _connection_env(cfg: OperatorConfig, drain: float) -> list[dict[str, Any]]:
     return env
 
 
+WORKER_HEALTH_PORT = 8080
+
+
+def _probe(path: str, period: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "health"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": 3,
+    }
+
+
 def deployment(pool: Any, cfg: OperatorConfig) -> dict[str, Any]:
     """The Deployment the operator applies for ``pool`` (server-side apply, owned by the pool)."""
     meta, spec = pool["metadata"], pool.get("spec") or {}
@@ -71,7 +83,14 @@ def deployment(pool: Any, cfg: OperatorConfig) -> dict[str, Any]:
             spec["handlers"],
             "--capacity",
             str(int(spec.get("capacity") or 4)),
+            "--health-port",
+            str(WORKER_HEALTH_PORT),
         ],
+        "ports": [{"name": "health", "containerPort": WORKER_HEALTH_PORT}],
+        # Ready: taking work (not while draining); alive: its duties run. Neither asks
+        # Kafka or MongoDB, so an outage of theirs restarts no worker.
+        "readinessProbe": _probe("/readyz", period=5),
+        "livenessProbe": _probe("/healthz", period=10),
         "env": mine + user_env,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {

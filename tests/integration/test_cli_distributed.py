@@ -480,3 +480,56 @@ def test_suspend_resume_retry_and_delete_from_the_command_line(
     assert installation.flowkit("status", running).returncode == 2
     assert installation.terminate("w1") == 0
     assert installation.terminate("c1") == 0
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path: (status, body); (0, why) when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+            return answer.status, answer.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def test_a_worker_answers_its_probes_and_is_not_ready_while_draining(
+    installation: Installation, slow_handlers: Path
+) -> None:
+    port = closed_port()
+    installation.coordinator("c1")
+    args = [
+        "--id",
+        "w1",
+        "--roles",
+        "slow",
+        "--handlers",
+        "cli_slow_handlers:HANDLERS",
+        "--health-port",
+        str(port),
+    ]
+    installation.start("w1", "worker", *args, cwd=slow_handlers)
+    installation.wait_running("w1")
+    assert probe(port, "/healthz") == (200, "ok")
+    assert probe(port, "/readyz") == (200, "ok")
+    assert probe(port, "/metrics")[0] == 404
+    task_id = installation.flowkit("submit", str(slow_handlers / "slow.yaml")).stdout.strip()
+    wait_for(
+        lambda: installation.status(task_id)["nodes"]["sleepy"]["status"] == "running",
+        30,
+        "node sleepy to run",
+        installation.all_logs,
+    )
+    installation.procs["w1"].send_signal(signal.SIGTERM)  # drains: the slow run holds it
+    wait_for(
+        lambda: probe(port, "/readyz") == (503, "draining"),
+        10,
+        "readyz to say draining",
+        installation.all_logs,
+    )
+    assert probe(port, "/healthz") == (200, "ok")  # draining is alive
+    assert installation.procs["w1"].wait(60) == 0
+    assert probe(port, "/healthz")[0] == 0  # gone with the process

@@ -75,7 +75,15 @@ def test_a_pool_whose_handlers_cannot_be_imported_says_why(
     pod = dep["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["command"] == ["flowkit"]
-    assert container["args"] == ["worker", "--roles", "a", "--handlers", "bad.module:X", "--capacity", "2"]
+    assert container["args"] == [
+        *("worker", "--roles", "a", "--handlers", "bad.module:X", "--capacity", "2", "--health-port", "8080")
+    ]
+    assert container["readinessProbe"]["httpGet"] | {"scheme": "HTTP"} == {
+        "path": "/readyz",
+        "port": "health",
+        "scheme": "HTTP",
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["securityContext"] == {
         "runAsNonRoot": True,
@@ -95,6 +103,7 @@ def test_a_pool_whose_handlers_cannot_be_imported_says_why(
     status = wait_until(failing, 120, "pool status HandlersNotImportable")
     assert "bad.module" in status["message"], status["message"]
     assert status["desiredReplicas"] == 1
+    assert not status.get("readyReplicas")  # its probe never answered: not counted ready
     wait_until(
         lambda: "HandlersNotImportable" in reasons(kubectl, "broken"), 20, "a HandlersNotImportable event"
     )
