@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from isolate import note
 from shapes import (
     chain_figures,
     chain_graph,
@@ -96,12 +97,17 @@ class Installation:
                 "--capacity", str(WORKER_CAPACITY), "--id", f"{self.database}-worker",
             ],
         }  # fmt: skip
+        if os.environ.get("BENCH_TRACE_STORE"):  # count the store's round trips (trace_store.py)
+            launcher = [sys.executable, str(BENCH_DIR / "trace_store.py")]
+            commands = {name: [*launcher, *command[1:]] for name, command in commands.items()}
         logs.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():
             with open(logs / f"{name}.log", "wb") as log:
+                # A session of its own: Ctrl-C reaches the bench, which stops these in order.
                 self.processes[name] = subprocess.Popen(
-                    command, cwd=BENCH_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-                )
+                    command, cwd=BENCH_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
 
     @property
     def database(self) -> str:
@@ -136,8 +142,29 @@ class Installation:
                 process.wait()
 
 
-async def _wait(client: Client, task_id: str) -> TaskStatus:
-    return await follow_task(client.store, task_id, lambda _: None, poll_sec=0.5, min_interval_sec=0.01)
+class Progress:
+    """Nodes finished across the followed tasks, sent to the bench as a note."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, tuple[int, int]] = {}
+        self._sent = 0.0
+
+    def __call__(self, status: TaskStatus) -> None:
+        finished = sum(1 for n in status.nodes.values() if n.status.terminal)
+        self.done[status.task_id] = (finished, len(status.nodes))
+        if time.monotonic() - self._sent >= 1.0:
+            self._sent = time.monotonic()
+            done, total = (sum(x) for x in zip(*self.done.values(), strict=True))
+            tasks = f" of {len(self.done)} tasks" if len(self.done) > 1 else ""
+            note(f"{done:,}/{total:,} nodes finished{tasks}")
+
+
+async def _wait(client: Client, task_id: str, progress: Progress | None = None) -> TaskStatus:
+    # Read at most every 0.25 s: the figures come from the coordinator's timestamps, and
+    # re-reading a 1,000-node task at every change would load the store under test.
+    return await follow_task(
+        client.store, task_id, progress or (lambda _: None), poll_sec=0.5, min_interval_sec=0.25
+    )
 
 
 async def _submit(client: Client, graph: dict[str, Any]) -> str:
@@ -188,7 +215,8 @@ async def _measure(client: Client, shape: str, size: int) -> dict[str, float]:
     if shape == "scale":
         started = time.time()
         ids = await asyncio.gather(*(_submit(client, scale_graph()) for _ in range(size)))
-        statuses = list(await asyncio.gather(*(_wait(client, i) for i in ids)))
+        progress = Progress()
+        statuses = list(await asyncio.gather(*(_wait(client, i, progress) for i in ids)))
         return scale_figures(statuses, _elapsed(started, statuses))
     graphs: dict[str, Callable[[int], dict[str, Any]]] = {
         "chain": chain_graph,
@@ -196,7 +224,7 @@ async def _measure(client: Client, shape: str, size: int) -> dict[str, float]:
         "streaming": streaming_graph,
     }
     started = time.time()
-    status = await _wait(client, await _submit(client, graphs[shape](size)))
+    status = await _wait(client, await _submit(client, graphs[shape](size)), Progress())
     elapsed = _elapsed(started, [status])
     if shape == "chain":
         return chain_figures(status, elapsed)
@@ -206,6 +234,16 @@ async def _measure(client: Client, shape: str, size: int) -> dict[str, float]:
 
 
 async def _distributed(shape: str, size: int, kafka: str, mongo: str, logs: Path) -> dict[str, float]:
+    # SIGTERM (the bench's timeout) cancels the measurement: the installation's cleanup
+    # stops the processes and drops the database before this process exits.
+    main, loop = asyncio.current_task(), asyncio.get_running_loop()
+    assert main is not None
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)  # once: the cleanup is not cut short
+        main.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
     async with installation(kafka, mongo, logs) as (inst, client):
         figures = await _measure(client, shape, size)
         return figures | inst.usage()

@@ -199,3 +199,13 @@ async def mongo_update(url: str, samples: int = 200) -> dict[str, float]:
         await client.drop_database(db.name)
         await client.close()
     return _percentiles(times)
+
+
+def kafka_floor(bootstrap: str) -> dict[str, float]:
+    """:func:`kafka_round_trip` in a process of its own (``run.py`` measures in fresh processes)."""
+    return asyncio.run(kafka_round_trip(bootstrap))
+
+
+def mongo_floor(url: str) -> dict[str, float]:
+    """:func:`mongo_update` in a process of its own."""
+    return asyncio.run(mongo_update(url))

@@ -23,13 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
 from distributed import peak_rss_mb
+from isolate import MeasurementError, measure
 from shapes import SCALE_NODES
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -65,7 +66,8 @@ def redis_server(logs: Path) -> Iterator[str]:
                "--save", "", "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "redis.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own: Ctrl-C reaches the bench, which stops it after the worker.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_port(port, process)
         yield f"redis://127.0.0.1:{port}/0"
@@ -94,7 +96,9 @@ def celery_worker(url: str, logs: Path) -> Iterator[subprocess.Popen[bytes]]:
                "--concurrency", str(os.cpu_count() or 2), "--loglevel", "WARNING",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     with open(logs / "celery-worker.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=BENCH_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=BENCH_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield process
     finally:
@@ -115,10 +119,14 @@ def _cpu(family: list[psutil.Process]) -> float:
     return sum(float(t.user + t.system) for t in (p.cpu_times() for p in family))
 
 
-def _measure(shape: str, size: int) -> dict[str, float]:
+def celery_measure(url: str, shape: str, size: int) -> dict[str, float]:
+    """One run of ``shape`` against the worker on ``url`` (run by ``isolate.measure`` in a
+    process of its own, so a run that stalls can be stopped)."""
+    os.environ["BENCH_REDIS_URL"] = url  # read by celery_app on import
     from celery import chain, chord, group
     from celery_app import noop
 
+    noop.si().apply_async().get(timeout=START_TIMEOUT_SEC)  # connected before the clock starts
     if shape == "chain":
         started = time.perf_counter()
         chain(*(noop.si() for _ in range(size))).apply_async().get(timeout=RESULT_TIMEOUT_SEC)
@@ -153,13 +161,9 @@ class CeleryPeer:
 
         self._stack = ExitStack()
         try:
-            url = self._stack.enter_context(redis_server(self._logs))
-            os.environ["BENCH_REDIS_URL"] = url  # read by celery_app on import, in this process too
-            self.worker = self._stack.enter_context(celery_worker(url, self._logs))
-            from celery_app import app, noop
-
-            app.conf.broker_url = app.conf.result_backend = url
-            noop.si().apply_async().get(timeout=START_TIMEOUT_SEC)  # the worker is up
+            self.url = self._stack.enter_context(redis_server(self._logs))
+            self.worker = self._stack.enter_context(celery_worker(self.url, self._logs))
+            measure(_worker_up, (self.url,), START_TIMEOUT_SEC)
         except BaseException:
             self._stack.close()
             raise
@@ -168,6 +172,30 @@ class CeleryPeer:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def measure(self, shape: str, size: int) -> dict[str, float]:
+    def measure(
+        self, shape: str, size: int, timeout: float, on_note: Callable[[str], None]
+    ) -> dict[str, float]:
         cpu_start = _cpu([psutil.Process(self.worker.pid), *psutil.Process(self.worker.pid).children()])
-        return _measure(shape, size) | _usage(self.worker, cpu_start)
+        try:
+            figures = measure(celery_measure, (self.url, shape, size), timeout, on_note)
+        except MeasurementError:
+            self._flush()  # what the stopped run left queued must not slow the next one
+            raise
+        return figures | _usage(self.worker, cpu_start)
+
+    def _flush(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+def _worker_up(url: str) -> dict[str, float]:
+    os.environ["BENCH_REDIS_URL"] = url
+    from celery_app import noop
+
+    noop.si().apply_async().get(timeout=START_TIMEOUT_SEC)
+    return {}

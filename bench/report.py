@@ -37,6 +37,12 @@ class Record:
     figures: dict[str, float]
     runs: int = 1
     spread: dict[str, list[float]] = field(default_factory=dict)
+    error: str = ""
+    """Why there are no figures ("did not finish within 240 s (…)", or the failure)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
 
 
 @dataclass
@@ -46,11 +52,16 @@ class Run:
     machine: str
     load: str
     records: list[Record]
+    timeout_sec: float = 0.0
 
-    def find(self, runtime: str, shape: str, size: int | None = None) -> Record | None:
-        """The record of ``runtime`` on ``shape`` (the smallest size unless ``size``)."""
+    def find(
+        self, runtime: str, shape: str, size: int | None = None, *, failed: bool = False
+    ) -> Record | None:
+        """The measured record of ``runtime`` on ``shape`` (the smallest size unless
+        ``size``); with ``failed``, a record without figures too."""
         found = sorted(
-            (r for r in self.records if r.runtime == runtime and r.shape == shape), key=lambda r: r.size
+            (r for r in self.records if r.runtime == runtime and r.shape == shape and (failed or r.ok)),
+            key=lambda r: r.size,
         )
         if size is not None:
             found = [r for r in found if r.size == size]
@@ -95,8 +106,11 @@ def shape_table(run: Run, shape: str) -> list[str]:
     lines = [f"### {SHAPES[shape]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for runtime in RUNTIMES:
         for size in run.sizes(shape):
-            record = run.find(runtime, shape, size)
+            record = run.find(runtime, shape, size, failed=True)
             if record is None:
+                continue
+            if not record.ok:
+                lines.append(f"| {runtime} | {size:,} | **{record.error}** |" + " |" * (len(head) - 3))
                 continue
             f = record.figures
             floor = run.find(FLOOR, shape, size)
@@ -125,12 +139,33 @@ def _cost(run: Run, runtime: str, shape: str) -> float | None:
     return record.figures[COST[shape]] if record else None
 
 
+def _missing(run: Run, parts: list[tuple[str, str]]) -> str:
+    """Why a target could not be judged: the first failed record among ``parts``."""
+    for runtime, shape in parts:
+        if run.find(runtime, shape) is None:
+            failed = run.find(runtime, shape, failed=True)
+            if failed is not None:
+                return f"{runtime} {shape} N={failed.size:,}: {failed.error}"
+    return ""
+
+
 def targets(run: Run) -> list[tuple[str, str, str, bool | None]]:
-    """(target, measured, how, met) for each target of the issue that this run can judge."""
+    """(target, measured, how, met) for each target of the issue this run measured; met is
+    None where a measurement it needs did not finish (the reason is in "how")."""
     out: list[tuple[str, str, str, bool | None]] = []
 
-    def add(name: str, value: float | None, limit: float, how: str, at_most: bool = True) -> None:
+    def add(
+        name: str,
+        value: float | None,
+        limit: float,
+        how: str,
+        parts: list[tuple[str, str]],
+        at_most: bool = True,
+    ) -> None:
         if value is None:
+            why = _missing(run, parts)
+            if why:
+                out.append((name, "not measured", why, None))
             return
         met = value <= limit if at_most else value >= limit
         out.append((name, f"{value:,.2f}", how, met))
@@ -138,49 +173,73 @@ def targets(run: Run) -> list[tuple[str, str, str, bool | None]]:
     def over(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
-    add(
-        "embedded chain ≤ 5× floor",
-        over(_cost(run, EMBEDDED, "chain"), _cost(run, FLOOR, "chain")),
-        5,
-        "× floor",
-    )
-    add(
-        "embedded fan-out within 15× floor",
-        over(_cost(run, EMBEDDED, "fan"), _cost(run, FLOOR, "fan")),
-        15,
-        "× floor",
-    )
-    add(
-        "embedded streaming within 10× floor",
-        over(_cost(run, EMBEDDED, "streaming"), _cost(run, FLOOR, "streaming")),
-        10,
-        "× floor",
-    )
-    dist_chain = _cost(run, DISTRIBUTED, "chain")
-    add("distributed chain ≤ Celery's", over(dist_chain, _cost(run, CELERY, "chain")), 1, "× Celery")
-    kafka = run.find(SERVICES, "kafka")
-    if kafka:
+    for shape, limit, words in (
+        ("chain", 5, "≤ 5×"),
+        ("fan", 15, "within 15×"),
+        ("streaming", 10, "within 10×"),
+    ):
         add(
-            "distributed chain ≤ 1.3× two Kafka round trips",
-            over(dist_chain, 2 * kafka.figures["p50_ms"]),
-            1.3,
-            "× (2 × Kafka p50)",
+            f"embedded {shape} {words} floor",
+            over(_cost(run, EMBEDDED, shape), _cost(run, FLOOR, shape)),
+            limit,
+            "× floor",
+            [(EMBEDDED, shape), (FLOOR, shape)],
         )
+    dist_chain = _cost(run, DISTRIBUTED, "chain")
+    add(
+        "distributed chain ≤ Celery's",
+        over(dist_chain, _cost(run, CELERY, "chain")),
+        1,
+        "× Celery",
+        [(DISTRIBUTED, "chain"), (CELERY, "chain")],
+    )
+    kafka = run.find(SERVICES, "kafka")
+    add(
+        "distributed chain ≤ 1.3× two Kafka round trips",
+        over(dist_chain, 2 * kafka.figures["p50_ms"] if kafka else None),
+        1.3,
+        "× (2 × Kafka p50)",
+        [(DISTRIBUTED, "chain"), (SERVICES, "kafka")],
+    )
     add(
         "distributed fan-out ≥ 3× Celery's chord",
         over(_cost(run, CELERY, "fan"), _cost(run, DISTRIBUTED, "fan")),
         3,
         "× Celery (throughput)",
+        [(DISTRIBUTED, "fan"), (CELERY, "fan")],
         at_most=False,
     )
     stream = run.find(DISTRIBUTED, "streaming")
-    if stream:
-        add(
-            "distributed ≥ 1,000 batches/s", stream.figures["batches_per_s"], 1000, "batches/s", at_most=False
-        )
-    scale = run.find(DISTRIBUTED, "scale", 200)
-    if scale:
-        add("coordinator < 200 MB for 200 × 20", scale.figures["coordinator_peak_rss_mb"], 200, "MB peak RSS")
+    add(
+        "distributed ≥ 1,000 batches/s",
+        stream.figures["batches_per_s"] if stream else None,
+        1000,
+        "batches/s",
+        [(DISTRIBUTED, "streaming")],
+        at_most=False,
+    )
+    scales = sorted(
+        (r for r in run.records if r.runtime == DISTRIBUTED and r.shape == "scale"), key=lambda r: r.size
+    )
+    if scales:
+        biggest = next((r for r in reversed(scales) if r.ok), None)
+        if biggest is None:
+            out.append(
+                (
+                    "coordinator < 200 MB for 200 × 20",
+                    "not measured",
+                    _missing(run, [(DISTRIBUTED, "scale")]),
+                    None,
+                )
+            )
+        else:
+            add(
+                f"coordinator < 200 MB for 200 × 20 (measured at {biggest.size:,} × 20)",
+                biggest.figures["coordinator_peak_rss_mb"],
+                200,
+                "MB peak RSS",
+                [(DISTRIBUTED, "scale")],
+            )
     return out
 
 
@@ -190,7 +249,7 @@ def growth(run: Run) -> list[str]:
     for shape in SHAPES:
         cells = []
         for runtime in RUNTIMES:
-            sizes = sorted(r.size for r in run.records if r.runtime == runtime and r.shape == shape)
+            sizes = sorted(r.size for r in run.records if r.runtime == runtime and r.shape == shape and r.ok)
             if len(sizes) < 2:
                 cells.append("–")
                 continue
@@ -214,7 +273,8 @@ def markdown(run: Run, plot_name: str) -> str:
         f"![cost against size]({plot_name})",
         "",
         "Medians of the runs (asyncio floor, embedded and Celery: as many runs as `--repeat`; "
-        "distributed: one run per size, each on fresh processes).",
+        "distributed: one run per size, each on fresh processes)"
+        + (f"; each measurement had {run.timeout_sec:.0f} s to finish." if run.timeout_sec else "."),
         "",
     ]
     services = [r for r in run.records if r.runtime == SERVICES]
@@ -222,6 +282,9 @@ def markdown(run: Run, plot_name: str) -> str:
         lines += ["### The services' floor", "", "| operation | p50 ms | p99 ms |", "|---|---|---|"]
         names = {"kafka": "Kafka produce → consume round trip", "mongo": "find_one_and_update"}
         for r in services:
+            if not r.ok:
+                lines.append(f"| {names[r.shape]} | **{r.error}** | |")
+                continue
             lines.append(f"| {names[r.shape]} | {_fmt(r.figures['p50_ms'])} | {_fmt(r.figures['p99_ms'])} |")
         lines.append("")
     for shape in SHAPES:
@@ -234,7 +297,8 @@ def markdown(run: Run, plot_name: str) -> str:
         "|---|---|---|---|",
     ]
     for name, value, how, met in targets(run):
-        lines.append(f"| {name} | {value} | {how} | {'yes' if met else '**no**'} |")
+        verdict = "not judged" if met is None else "yes" if met else "**no**"
+        lines.append(f"| {name} | {value} | {how} | {verdict} |")
     lines += ["", "### Growth: cost per unit at 2N over cost at N", "", *growth(run), ""]
     return "\n".join(lines)
 
@@ -252,7 +316,7 @@ def plot(run: Run, path: Path) -> None:
             points = sorted(
                 (r.size, r.figures[COST[shape]])
                 for r in run.records
-                if r.runtime == runtime and r.shape == shape
+                if r.runtime == runtime and r.shape == shape and r.ok
             )
             if points:
                 xs, ys = zip(*points, strict=True)
@@ -270,22 +334,50 @@ def plot(run: Run, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(f"Cost per unit against size (lower is better) — {run.date}, {run.machine}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write(run: Run, directory: Path) -> dict[str, Path]:
+def write_json(run: Run, directory: Path) -> Path:
+    """results.json, written after every measurement (atomically: a reader never sees half)."""
     directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "results.json"
+    data: dict[str, Any] = asdict(run)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(data, indent=1) + "\n")
+    partial.replace(path)
+    return path
+
+
+def read_json(path: Path) -> Run:
+    """A run back from its results.json (``report.py results.json`` redraws the table and plot)."""
+    data = json.loads(path.read_text())
+    data["records"] = [Record(**r) for r in data["records"]]
+    return Run(**data)
+
+
+def write(run: Run, directory: Path) -> dict[str, Path]:
+    """results.json, results.md and results.png from the same records."""
     paths = {
-        "json": directory / "results.json",
+        "json": write_json(run, directory),
         "md": directory / "results.md",
         "png": directory / "results.png",
     }
-    data: dict[str, Any] = asdict(run)
-    paths["json"].write_text(json.dumps(data, indent=1) + "\n")
     plot(run, paths["png"])
     paths["md"].write_text(markdown(run, paths["png"].name))
     return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/report.py bench/results/results.json  (redraws results.md and .png)")
+    source = Path(sys.argv[1])
+    print(", ".join(str(p) for p in write(read_json(source), source.parent).values()))

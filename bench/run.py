@@ -1,49 +1,54 @@
 """FlowKit against the machine's floor and against Celery + Redis, in one run.
 
     .venv/bin/python bench/run.py [--quick] [--only embedded|distributed|peer] [--repeat N]
+                                  [--timeout SEC]
 
 Every shape of ``shapes.py`` at its size and at twice it: on the embedded runtime
 (next to the asyncio floor), on the distributed runtime (a coordinator and a worker
 process over the test Kafka and MongoDB-protocol server, next to the raw Kafka and
 ``find_one_and_update`` floor) and on Celery 5 + Redis (Redis started here on
 loopback, stopped after). The distributed half starts the test services with
-``scripts/testenv up kafka ferretdb`` (left running: they are shared). Results go to
-``bench/results/`` (results.md, results.png, results.json). A benchmark, not a test.
+``scripts/testenv up kafka ferretdb`` (left running: they are shared).
+
+Every measurement runs in a fresh process with a deadline (``--timeout``): one that
+does not finish in time is stopped, with its processes, and reported as "did not
+finish within N s" with the reason; the run goes on. ``results.json`` is written after
+every measurement; ``results.md`` and ``results.png`` at the end (also after Ctrl-C)
+from what was measured. Results go to ``bench/results/``. A benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
 import datetime
 import logging
-import multiprocessing
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
-from report import CELERY, DISTRIBUTED, EMBEDDED, FLOOR, SERVICES, Record, Run, write
+from isolate import Figures, MeasurementError, measure
+from report import CELERY, DISTRIBUTED, EMBEDDED, FLOOR, SERVICES, Record, Run, write, write_json
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results"
+TIMEOUT_SEC = 240.0
 
 # Each shape's size (full, --quick); every shape runs again at twice it. Distributed
 # streaming is smaller: at its current rate 10,000 batches would take many minutes.
 SIZES = {"chain": (100, 50), "fan": (1000, 250), "streaming": (10_000, 1000), "scale": (200, 50)}
 DISTRIBUTED_STREAMING = (500, 100)
-
-Figures = dict[str, float]
 
 
 @dataclass
@@ -51,8 +56,13 @@ class Step:
     runtime: str
     shape: str
     size: int
-    measure: Callable[[], Figures]
+    measure: Callable[[float, Callable[[str], None]], Figures]
+    """Called with the timeout and a callback for progress notes."""
     runs: int
+
+
+def isolated(fn: Callable[..., Figures], *args: Any) -> Callable[[float, Callable[[str], None]], Figures]:
+    return lambda timeout, on_note: measure(fn, args, timeout, on_note)
 
 
 def sizes(shape: str, quick: bool, runtime: str = EMBEDDED) -> list[int]:
@@ -61,21 +71,15 @@ def sizes(shape: str, quick: bool, runtime: str = EMBEDDED) -> list[int]:
     return [base, 2 * base]
 
 
-def in_fresh_process(
-    pool: concurrent.futures.ProcessPoolExecutor, fn: Callable[..., Figures], *args: object
-) -> Callable[[], Figures]:
-    return lambda: pool.submit(fn, *args).result()
-
-
-def embedded_steps(quick: bool, runs: int, pool: concurrent.futures.ProcessPoolExecutor) -> list[Step]:
+def embedded_steps(quick: bool, runs: int) -> list[Step]:
     from embedded import embedded
     from floor import asyncio_floor
 
     steps = []
     for shape in SIZES:
         for size in sizes(shape, quick):
-            steps.append(Step(FLOOR, shape, size, in_fresh_process(pool, asyncio_floor, shape, size), runs))
-            steps.append(Step(EMBEDDED, shape, size, in_fresh_process(pool, embedded, shape, size), runs))
+            steps.append(Step(FLOOR, shape, size, isolated(asyncio_floor, shape, size), runs))
+            steps.append(Step(EMBEDDED, shape, size, isolated(embedded, shape, size), runs))
     return steps
 
 
@@ -96,28 +100,28 @@ def testenv() -> tuple[str, str]:
 
 def distributed_steps(quick: bool, runs: int, logs: Path) -> list[Step]:
     from distributed import distributed
-    from floor import kafka_round_trip, mongo_update
+    from floor import kafka_floor, mongo_floor
 
     kafka, mongo = testenv()
     steps = [
-        Step(SERVICES, "kafka", 1, lambda: asyncio.run(kafka_round_trip(kafka)), runs),
-        Step(SERVICES, "mongo", 1, lambda: asyncio.run(mongo_update(mongo)), runs),
+        Step(SERVICES, "kafka", 1, isolated(kafka_floor, kafka), runs),
+        Step(SERVICES, "mongo", 1, isolated(mongo_floor, mongo), runs),
     ]
     for shape in SIZES:
         for size in sizes(shape, quick, DISTRIBUTED):
             steps.append(
-                Step(
-                    DISTRIBUTED, shape, size, lambda s=shape, n=size: distributed(s, n, kafka, mongo, logs), 1
-                )
+                Step(DISTRIBUTED, shape, size, isolated(distributed, shape, size, kafka, mongo, logs), 1)
             )
     return steps
 
 
-def peer_steps(quick: bool, runs: int, peer: object) -> list[Step]:
+def peer_steps(quick: bool, runs: int, peer: Any) -> list[Step]:
     steps = []
     for shape in ("chain", "fan", "scale"):
         for size in sizes(shape, quick):
-            steps.append(Step(CELERY, shape, size, lambda s=shape, n=size: peer.measure(s, n), runs))  # type: ignore[attr-defined]
+            steps.append(
+                Step(CELERY, shape, size, lambda t, n, s=shape, z=size: peer.measure(s, z, t, n), runs)
+            )
     return steps
 
 
@@ -128,18 +132,52 @@ def median(runs: list[Figures]) -> tuple[Figures, dict[str, list[float]]]:
     }
 
 
-def execute(steps: list[Step], progress: Progress, bar: object, records: list[Record]) -> None:
-    for step in steps:
-        figures = []
-        for attempt in range(step.runs):
-            progress.update(
-                bar,
-                description=f"{step.runtime}: {step.shape} N={step.size:,} (run {attempt + 1}/{step.runs})",
-            )  # type: ignore[arg-type]
-            figures.append(step.measure())
-            progress.advance(bar)  # type: ignore[arg-type]
-        middle, spread = median(figures)
-        records.append(Record(step.runtime, step.shape, step.size, middle, step.runs, spread))
+@dataclass
+class Runner:
+    """Runs the steps one by one, keeping every record and writing results.json after each."""
+
+    run: Run
+    out: Path
+    progress: Progress
+    timeout: float
+
+    def execute(self, steps: list[Step], bar: Any) -> None:
+        for step in steps:
+            self.progress.update(bar, description=self._label(step, 0))
+            figures: list[Figures] = []
+            error = ""
+            for attempt in range(step.runs):
+                label = self._label(step, attempt)
+                self.progress.update(bar, description=label)
+                try:
+                    figures.append(
+                        step.measure(
+                            self.timeout,
+                            lambda text, label=label: self.progress.update(
+                                bar, description=f"{label}: {text}"
+                            ),
+                        )
+                    )
+                except MeasurementError as failed:
+                    error = failed.reason
+                    self.progress.console.print(f"[red]{step.runtime}: {step.shape} N={step.size:,}: {error}")
+                    self.progress.advance(bar, step.runs - attempt)
+                    break
+                self.progress.advance(bar)
+            if error:
+                self.run.records.append(
+                    Record(step.runtime, step.shape, step.size, {}, len(figures), {}, error)
+                )
+            else:
+                middle, spread = median(figures)
+                self.run.records.append(
+                    Record(step.runtime, step.shape, step.size, middle, step.runs, spread)
+                )
+            write_json(self.run, self.out)
+
+    @staticmethod
+    def _label(step: Step, attempt: int) -> str:
+        return f"{step.runtime}: {step.shape} N={step.size:,} (run {attempt + 1}/{step.runs})"
 
 
 def machine() -> str:
@@ -153,7 +191,15 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB, Python {platform.python_version()}"
 
 
-def main() -> None:
+def _load(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in values)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -167,55 +213,68 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=None, help="runs per figure (default 3; 1 with --quick)"
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_SEC,
+        help=f"seconds one measurement may take (default {TIMEOUT_SEC:.0f})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where results go (default {RESULTS})")
     args = parser.parse_args()
+    if args.timeout <= 0:
+        parser.error(f"--timeout must be a positive number of seconds (got {args.timeout})")
+    if args.repeat is not None and args.repeat < 1:
+        parser.error(f"--repeat must be at least 1 (got {args.repeat})")
+    return args
+
+
+def main() -> None:
+    args = parse()
     runs = args.repeat or (1 if args.quick else 3)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    signal.signal(signal.SIGTERM, _sigterm)  # stopped like Ctrl-C: everything cleaned up
     console = Console()
     load_before = os.getloadavg()
-    records: list[Record] = []
-    logs = args.out / "logs"
-    context = multiprocessing.get_context("spawn")
-    with (
-        concurrent.futures.ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
-    ):
-        parts = args.only or ["embedded", "distributed", "peer"]
-        if "embedded" in parts:
-            steps = embedded_steps(args.quick, runs, pool)
-            bar = progress.add_task("embedded", total=sum(s.runs for s in steps))
-            execute(steps, progress, bar, records)
-        if "distributed" in parts:
-            steps = distributed_steps(args.quick, runs, logs)
-            bar = progress.add_task("distributed", total=sum(s.runs for s in steps))
-            execute(steps, progress, bar, records)
-        if "peer" in parts:
-            from peer import CeleryPeer
-
-            with CeleryPeer(logs / "celery") as peer:
-                steps = peer_steps(args.quick, runs, peer)
-                bar = progress.add_task("Celery", total=sum(s.runs for s in steps))
-                execute(steps, progress, bar, records)
-    load_after = os.getloadavg()
     run = Run(
         command=shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine(),
-        load=(
-            f"load average (1/5/15 min) {' / '.join(f'{x:.1f}' for x in load_before)} at the start, "
-            f"{' / '.join(f'{x:.1f}' for x in load_after)} at the end, on {os.cpu_count()} cores"
-        ),
-        records=records,
+        load=f"load average (1/5/15 min) {_load(load_before)} at the start, on {os.cpu_count()} cores",
+        records=[],
+        timeout_sec=args.timeout,
+    )
+    logs = args.out / "logs"
+    parts = args.only or ["embedded", "distributed", "peer"]
+    interrupted = False
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            runner = Runner(run, args.out, progress, args.timeout)
+            if "embedded" in parts:
+                steps = embedded_steps(args.quick, runs)
+                runner.execute(steps, progress.add_task("embedded", total=sum(s.runs for s in steps)))
+            if "distributed" in parts:
+                steps = distributed_steps(args.quick, runs, logs)
+                runner.execute(steps, progress.add_task("distributed", total=sum(s.runs for s in steps)))
+            if "peer" in parts:
+                from peer import CeleryPeer
+
+                with CeleryPeer(logs / "celery") as peer:
+                    steps = peer_steps(args.quick, runs, peer)
+                    runner.execute(steps, progress.add_task("Celery", total=sum(s.runs for s in steps)))
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted: writing what was measured")
+    load_after = os.getloadavg()
+    run.load = (
+        f"load average (1/5/15 min) {_load(load_before)} at the start, {_load(load_after)} at the end, "
+        f"on {os.cpu_count()} cores" + (" (interrupted)" if interrupted else "")
     )
     paths = write(run, args.out)
     console.print(paths["md"].read_text())
     console.print(f"written: {', '.join(str(p) for p in paths.values())}")
+    if interrupted:
+        sys.exit(130)
 
 
 if __name__ == "__main__":
