@@ -78,6 +78,10 @@ class Target:
     def flowkit_image(self) -> tuple[str, str]:
         raise NotImplementedError
 
+    def build(self, ref: str, dockerfile: Path) -> None:
+        """Build ``dockerfile`` (its folder is the context) as ``ref`` into the cluster's node."""
+        raise NotImplementedError
+
     def services(self) -> Services:
         raise NotImplementedError
 
@@ -98,6 +102,9 @@ class TestNodeTarget(Target):
         ref = self.build_image(FLOWKIT_IMAGE, REPO / "Dockerfile")
         repository, _, tag = ref.rpartition(":")
         return repository, tag
+
+    def build(self, ref: str, dockerfile: Path) -> None:
+        self.build_image(ref, dockerfile)
 
     def services(self) -> Services:
         return Services(
@@ -138,9 +145,12 @@ class KindTarget(Target):
     cluster: str = "kind"
 
     def flowkit_image(self) -> tuple[str, str]:
-        ref = "flowkit:e2e"
+        self.build("flowkit:e2e", REPO / "Dockerfile")
+        return "flowkit", "e2e"
+
+    def build(self, ref: str, dockerfile: Path) -> None:
         for argv in (
-            ["docker", "build", "-t", ref, str(REPO)],
+            ["docker", "build", "-t", ref, "-f", str(dockerfile), str(dockerfile.parent)],
             ["kind", "load", "docker-image", ref, "--name", self.cluster],
         ):
             proc = subprocess.run(
@@ -148,7 +158,6 @@ class KindTarget(Target):
             )
             if proc.returncode != 0:
                 raise AssertionError(f"{' '.join(argv)} failed:\n{proc.stderr[-4000:]}")
-        return "flowkit", "e2e"
 
     def services(self) -> Services:
         kafka, mongo = os.environ.get("FLOWKIT_E2E_KAFKA_BOOTSTRAP"), os.environ.get("FLOWKIT_E2E_MONGO_URL")
