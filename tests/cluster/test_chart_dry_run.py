@@ -7,6 +7,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,18 @@ def test_the_pod_security_check_does_catch_a_privileged_pod(
     )
     proc = kubectl.run("apply", "--dry-run=server", "-f", "-", input=pod, check=False)
     assert proc.returncode != 0 and 'violates PodSecurity "restricted' in proc.stderr
+
+
+@pytest.mark.parametrize("variable", ["FLOWKIT_HELM", "FLOWKIT_HELM3"], ids=["helm4", "helm3"])
+def test_helm_install_dry_run_on_the_server_with_helm_4_and_3(
+    testenv: Any, cluster_env: dict[str, str], tmp_path: Path, restricted_namespace: str, variable: str
+) -> None:
+    helm = testenv.require("tools")[variable]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "KUBECONFIG": cluster_env["KUBECONFIG"]}
+    release = f"fk{uuid.uuid4().hex[:6]}"
+    args = [helm, "install", release, str(CHART), "--namespace", restricted_namespace, "--dry-run=server"]
+    args += ["-f", str(CHART / "ci" / "external-values.yaml")]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "STATUS: pending-install" in proc.stdout, proc.stdout
+    assert "kind: Deployment" in proc.stdout and "PodSecurity" not in proc.stderr, proc.stderr
