@@ -334,6 +334,10 @@ def plot(run: Run, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
+        failed = [r for r in run.records if r.shape == shape and not r.ok and r.runtime in RUNTIMES]
+        if failed:  # the table says so; the plot must too
+            text = "\n".join(f"{r.runtime} N={r.size:,}: not measured ({r.error[:60]})" for r in failed)
+            ax.text(0.01, 0.01, text, fontsize=6, color="C3", transform=ax.transAxes, va="bottom")
         if ax.lines:
             ax.legend(fontsize=7)
         else:
