@@ -126,6 +126,7 @@ class Leases:
         interval = self.cfg.task_lease_sec / 3
         while True:
             await asyncio.sleep(interval)
+            asked = time.monotonic()
             try:
                 held = await self.store.renew_leases(
                     self.cfg.coordinator_id, self.cfg.task_lease_sec, time.time()
@@ -134,7 +135,9 @@ class Leases:
                 log.warning("coordinator %s: renewing leases failed: %s", self.cfg.coordinator_id, exc)
                 continue
             for run in list(self.tasks.values()):
-                if run.task_id not in held and not run.ended:
+                # A task claimed while the renewal read was under way may be missing from
+                # it: only a claim older than the read is proof of a loss.
+                if run.task_id not in held and not run.ended and run.held_since < asked:
                     self._on_drop(run, "another coordinator holds it now")
             if held - self.tasks.keys():  # ours in the store, not in memory (a claim whose reply was lost)
                 self.wake_adoption.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class TaskRun:
     ended: bool = False
     dropped: bool = False
     """This coordinator no longer holds the task (lease lost, deleted, stopped): change nothing."""
+    held_since: float = field(default_factory=time.monotonic)
+    """When this coordinator had the task's claim in hand (it is made after the claim)."""
     seen_batches: dict[str, set[str]] = field(default_factory=dict)
     worker_lease: dict[str, float] = field(default_factory=dict)
     """node -> when its worker's lease runs out (from ACCEPTED and heartbeats of the current attempt)."""
