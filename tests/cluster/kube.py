@@ -92,3 +92,16 @@ def run_pod(name: str, image: str, args: list[str], **spec: Any) -> dict[str, An
         "metadata": {"name": name},
         "spec": {"restartPolicy": "Never", "containers": [container], **spec},
     }
+
+
+CLUSTER_COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+)
+"""The processes scripts/testenv runs for the cluster (their pid files and logs are named so)."""

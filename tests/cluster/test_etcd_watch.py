@@ -15,23 +15,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .kube import Kubectl
+from .kube import CLUSTER_COMPONENTS, Kubectl
 
 SUPPORTED_ETCD_MINOR = "3.6."
 # kube-apiserver's feature check at start, and its answer to a watch that needs it.
 WATCH_PROGRESS_MISSING = (
     "RequestWatchProgress is disabled",
     "RequestWatchProgress feature is not supported",
-)
-CLUSTER_COMPONENTS = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "containerd",
-    "kubelet",
-    "kube-proxy",
-    "coredns",
 )
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 WATCH_SECONDS = 30  # the API server ends the watch by then whatever happens

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from .kube import TESTENV, Kubectl, run_pod
+from .kube import CLUSTER_COMPONENTS, TESTENV, Kubectl, run_pod
 
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 EGRESS_NETNS = "flowkit-egress-test"
@@ -181,18 +181,6 @@ def test_pods_never_pull_images_from_a_registry(kubectl: Kubectl) -> None:
     assert [c["imagePullPolicy"] for c in pod["spec"]["containers"]] == ["Never"]
 
 
-CLUSTER_DAEMONS = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "containerd",
-    "kubelet",
-    "kube-proxy",
-    "coredns",
-)
-
-
 @pytest.mark.restarts_cluster
 def test_up_recovers_from_a_killed_run(
     kubectl: Kubectl, admin_kubectl: Kubectl, cluster_env: dict[str, str], pause_image: str
@@ -202,7 +190,7 @@ def test_up_recovers_from_a_killed_run(
     kubectl.apply(run_pod("orphan", pause_image, []))
     kubectl.wait("pod/orphan", "condition=Ready")
     root = _cluster_root(cluster_env)
-    pid_files = [root.parent / "pids" / f"{name}.pid" for name in CLUSTER_DAEMONS]
+    pid_files = [root.parent / "pids" / f"{name}.pid" for name in CLUSTER_COMPONENTS]
     doomed = [int(p.read_text()) for p in pid_files]
     doomed += [int(line.split(":")[0]) for line in _processes_using(root) if "containerd-shim" in line]
     for pid in doomed:

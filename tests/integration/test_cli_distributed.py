@@ -192,6 +192,20 @@ def slow_handlers(tmp_path: Path) -> Path:
     return folder
 
 
+def submit_slow_and_wait_running(installation: Installation, slow_handlers: Path) -> str:
+    """Submit the slow graph; its task id once its first node runs."""
+    submitted = installation.flowkit("submit", str(slow_handlers / "slow.yaml"))
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    wait_for(
+        lambda: installation.status(task_id)["nodes"]["sleepy"]["status"] == "running",
+        30,
+        "node sleepy to run",
+        installation.all_logs,
+    )
+    return task_id
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -257,15 +271,7 @@ def test_status_tasks_and_workers_show_a_submitted_task(installation: Installati
 def test_cancel_ends_a_running_task_cancelled(installation: Installation, slow_handlers: Path) -> None:
     installation.coordinator("c1")
     installation.worker("w1", "slow", "cli_slow_handlers:HANDLERS", cwd=slow_handlers)
-    submitted = installation.flowkit("submit", str(slow_handlers / "slow.yaml"))
-    assert submitted.returncode == 0, submitted.stderr
-    task_id = submitted.stdout.strip()
-    wait_for(
-        lambda: installation.status(task_id)["nodes"]["sleepy"]["status"] == "running",
-        30,
-        "node sleepy to run",
-        installation.all_logs,
-    )
+    task_id = submit_slow_and_wait_running(installation, slow_handlers)
 
     cancelled = installation.flowkit("cancel", task_id)
     assert cancelled.returncode == 0, cancelled.stderr
@@ -347,13 +353,7 @@ def test_a_second_sigterm_stops_a_draining_worker_at_once(
 ) -> None:
     installation.coordinator("c1")
     installation.worker("w1", "slow", "cli_slow_handlers:HANDLERS", cwd=slow_handlers)
-    task_id = installation.flowkit("submit", str(slow_handlers / "slow.yaml")).stdout.strip()
-    wait_for(
-        lambda: installation.status(task_id)["nodes"]["sleepy"]["status"] == "running",
-        30,
-        "node sleepy to run",
-        installation.all_logs,
-    )
+    task_id = submit_slow_and_wait_running(installation, slow_handlers)
     worker = installation.procs["w1"]
     worker.send_signal(signal.SIGTERM)
     wait_for(
@@ -516,13 +516,7 @@ def test_a_worker_answers_its_probes_and_is_not_ready_while_draining(
     assert probe(port, "/healthz") == (200, "ok")
     assert probe(port, "/readyz") == (200, "ok")
     assert probe(port, "/metrics")[0] == 404
-    task_id = installation.flowkit("submit", str(slow_handlers / "slow.yaml")).stdout.strip()
-    wait_for(
-        lambda: installation.status(task_id)["nodes"]["sleepy"]["status"] == "running",
-        30,
-        "node sleepy to run",
-        installation.all_logs,
-    )
+    submit_slow_and_wait_running(installation, slow_handlers)
     installation.procs["w1"].send_signal(signal.SIGTERM)  # drains: the slow run holds it
     wait_for(
         lambda: probe(port, "/readyz") == (503, "draining"),
