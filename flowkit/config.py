@@ -148,6 +148,9 @@ class WorkerConfig(ConnectionSettings):
     """After a cancel, how long a handler may take to notice ``ctx.cancel_flag`` before it is interrupted."""
     health_port: int | None = Field(default=None, ge=1, le=65535)
     """Serve ``/healthz`` and ``/readyz`` on this port (``flowkit worker``; Kubernetes probes)."""
+    health_host: str = "0.0.0.0"
+    """The address the health port listens on: every address of a pod by default; set a
+    loopback address when running on a host (``FLOWKIT_WORKER_HEALTH_HOST``)."""
     drain_timeout_sec: float = Field(default=30.0, ge=0)
     """On SIGTERM (``drain()``): how long running attempts may take to finish before being handed back."""
 

@@ -105,7 +105,7 @@ async def serve_worker(cfg: WorkerConfig, handlers: dict[str, Handler]) -> int:
         nonlocal health
         worker = Worker(db=db, cfg=cfg, handlers=handlers)
         if cfg.health_port is not None:
-            health = HealthServer(worker, cfg.health_port)
+            health = HealthServer(worker, cfg.health_port, cfg.health_host)
             await health.start()  # before connecting: a pod waiting for Kafka is alive, not ready
         return worker
 

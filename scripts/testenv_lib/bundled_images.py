@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import ferretdb, image, kafka
 from .common import Context, TestenvError, cached, say
+from .docker_archive import file_sha256
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "e2e" / "images"
 KAFKA_REPOSITORY = "flowkit-test/kafka"
@@ -57,14 +58,6 @@ def _folder_parts(folder: Path) -> list[bytes]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     ]
-
-
-def _file_hash(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
 
 
 # -- the host's JDK ------------------------------------------------------------------------
@@ -173,7 +166,7 @@ def ensure_kafka(ctx: Context) -> str:
 def ensure_ferretdb(ctx: Context) -> str:
     """FerretDB (the MongoDB protocol on SQLite) from testenv's binary; returns the reference."""
     binary = ferretdb.install(ctx)
-    key = _digest([*_folder_parts(IMAGES_DIR / "ferretdb"), _file_hash(binary)])
+    key = _digest([*_folder_parts(IMAGES_DIR / "ferretdb"), file_sha256(binary).encode()])
 
     def fill(staging: Path) -> None:
         shutil.copy2(binary, staging / "ferretdb")

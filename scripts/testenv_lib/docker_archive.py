@@ -15,7 +15,7 @@ from pathlib import Path
 
 def write(archive: Path, tag: str, layer: Path, config: dict[str, object]) -> None:
     """A one-layer docker-archive from a layer tarball (written atomically)."""
-    diff_id = "sha256:" + _sha256_file(layer)
+    diff_id = "sha256:" + file_sha256(layer)
     image_config = {
         "architecture": "amd64",
         "os": "linux",
@@ -47,9 +47,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) 
     tar.addfile(info, io.BytesIO(data))
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, hex."""
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -192,15 +192,17 @@ def slow_handlers(tmp_path: Path) -> Path:
     return folder
 
 
-def submit_slow_and_wait_running(installation: Installation, slow_handlers: Path) -> str:
-    """Submit the slow graph; its task id once its first node runs."""
-    submitted = installation.flowkit("submit", str(slow_handlers / "slow.yaml"))
+def submit_slow_and_wait_running(
+    installation: Installation, slow_handlers: Path, graph: str = "slow.yaml", node: str = "sleepy"
+) -> str:
+    """Submit one of the slow graphs; its task id once ``node`` runs."""
+    submitted = installation.flowkit("submit", str(slow_handlers / graph))
     assert submitted.returncode == 0, submitted.stderr
     task_id = submitted.stdout.strip()
     wait_for(
-        lambda: installation.status(task_id)["nodes"]["sleepy"]["status"] == "running",
+        lambda: installation.status(task_id)["nodes"][node]["status"] == "running",
         30,
-        "node sleepy to run",
+        f"node {node} to run",
         installation.all_logs,
     )
     return task_id
@@ -332,14 +334,7 @@ def test_sigterm_lets_a_running_attempt_finish_before_the_worker_exits(
 ) -> None:
     installation.coordinator("c1")
     installation.worker("w1", "nap", "cli_slow_handlers:HANDLERS", cwd=slow_handlers)
-    submitted = installation.flowkit("submit", str(slow_handlers / "nap.yaml"))
-    task_id = submitted.stdout.strip()
-    wait_for(
-        lambda: installation.status(task_id)["nodes"]["nap"]["status"] == "running",
-        30,
-        "node nap to run",
-        installation.all_logs,
-    )
+    task_id = submit_slow_and_wait_running(installation, slow_handlers, "nap.yaml", "nap")
     assert installation.terminate("w1") == 0
     assert "draining 1 running attempt(s)" in installation.log("w1")
     final = installation.flowkit("watch", task_id, "--json", timeout=60)
@@ -500,6 +495,7 @@ def test_a_worker_answers_its_probes_and_is_not_ready_while_draining(
     installation: Installation, slow_handlers: Path
 ) -> None:
     port = closed_port()
+    installation.env["FLOWKIT_WORKER_HEALTH_HOST"] = "127.0.0.1"  # a host process: loopback only
     installation.coordinator("c1")
     args = [
         "--id",
