@@ -95,7 +95,7 @@ async def run(
                 return "kopf is not running yet"
             return host.alive() or await host.reachable()
 
-        health = HealthServer(cfg.health_port, alive, readiness)
+        health = HealthServer(cfg.health_port, alive, readiness, cfg.health_host)
         await health.start()
         if on_started is not None:
             on_started(Operator(host, engine, mirror, flowtasks, pools, sweep, health))

@@ -40,6 +40,8 @@ class OperatorConfig(BaseModel):
     """Secret (in the pool's namespace) whose key ``mongo_secret_key`` holds the MongoDB URL for workers."""
     mongo_secret_key: str = "url"
     health_port: int = Field(default=8080, ge=0, le=65535)
+    health_host: str = "0.0.0.0"
+    """Where the probes listen: every address of the pod; a loopback address on a host."""
     status_interval_sec: float = Field(default=1.0, gt=0)
     """At most one status patch per FlowTask per this many seconds (changes in between coalesce)."""
     sweep_interval_sec: float = Field(default=300.0, gt=0)

@@ -106,6 +106,7 @@ def operator_config(
         coordinator=coordinator,
         namespaces=(namespace,),
         health_port=0,
+        health_host="127.0.0.1",  # a host process: loopback only
         status_interval_sec=0.5,
         sweep_interval_sec=2.0,
         **extra,

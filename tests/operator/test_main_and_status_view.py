@@ -51,6 +51,7 @@ def test_the_process_serves_probes_and_stops_cleanly_on_sigterm(
         "FLOWKIT_TOPIC_PREFIX": kafka_topic_prefix,
         "FLOWKIT_OPERATOR_NAMESPACES": namespace,
         "FLOWKIT_OPERATOR_HEALTH_PORT": str(port),
+        "FLOWKIT_OPERATOR_HEALTH_HOST": "127.0.0.1",
     }
     proc = subprocess.Popen([OPERATOR], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
