@@ -165,7 +165,7 @@ def readme_release(
     release = new_release(
         target,
         name,
-        mongo_url=services.mongo_url + database,
+        mongo_url=services.mongo_for_host + database,
         kafka_for_host=services.kafka_for_host,
         topic_prefix=settings.topic_prefix,
     )

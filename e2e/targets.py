@@ -51,7 +51,8 @@ class Services:
 
     kafka_for_pods: str
     kafka_for_host: str
-    mongo_url: str  # server URL ending in "/", the same from pods and from this host
+    mongo_for_pods: str  # server URLs ending in "/"
+    mongo_for_host: str
 
 
 @dataclass
@@ -110,7 +111,8 @@ class TestNodeTarget(Target):
         return Services(
             kafka_for_pods=self.env["FLOWKIT_TEST_KAFKA_BOOTSTRAP_POD"],
             kafka_for_host=self.env["FLOWKIT_TEST_KAFKA_BOOTSTRAP"],
-            mongo_url=self.env["FLOWKIT_TEST_MONGO_URL"],
+            mongo_for_pods=self.env["FLOWKIT_TEST_MONGO_URL_POD"],
+            mongo_for_host=self.env["FLOWKIT_TEST_MONGO_URL"],
         )
 
     def bundled_values(self) -> dict[str, Any]:
@@ -166,7 +168,10 @@ class KindTarget(Target):
                 "on kind, set FLOWKIT_E2E_KAFKA_BOOTSTRAP and FLOWKIT_E2E_MONGO_URL"
                 " (reachable from the pods and from this host)"
             )
-        return Services(kafka_for_pods=kafka, kafka_for_host=kafka, mongo_url=mongo.rstrip("/") + "/")
+        mongo = mongo.rstrip("/") + "/"
+        return Services(
+            kafka_for_pods=kafka, kafka_for_host=kafka, mongo_for_pods=mongo, mongo_for_host=mongo
+        )
 
     def bundled_values(self) -> dict[str, Any]:
         return {"kafka": {"bundled": {"enabled": True}}, "mongodb": {"bundled": {"enabled": True}}}
@@ -217,6 +222,6 @@ def kind() -> KindTarget:
         return target  # the bundled mode still runs
     target.readme_env = {
         "FLOWKIT_TEST_KAFKA_BOOTSTRAP_POD": services.kafka_for_pods,
-        "FLOWKIT_TEST_MONGO_URL": services.mongo_url,
+        "FLOWKIT_TEST_MONGO_URL_POD": services.mongo_for_pods,
     }
     return target

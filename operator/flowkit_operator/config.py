@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from flowkit.config import CoordinatorConfig
 from flowkit.errors import ConfigError
@@ -34,6 +34,9 @@ class OperatorConfig(BaseModel):
     worker_kafka_bootstrap: str | None = None
     """Kafka bootstrap the worker pods get (default: the operator's own). Differs when the
     operator reaches Kafka by another address than pods do (e.g. outside the cluster)."""
+    worker_mongo_url: SecretStr | None = None
+    """MongoDB URL the worker pods get as a plain value when ``mongo_secret`` is unset
+    (default: the operator's own); for an operator that reaches MongoDB by another address."""
     worker_drain_timeout_sec: float = Field(default=30.0, ge=0)
     """The workers' drain on SIGTERM; the pods' termination grace period is this plus a margin."""
     mongo_secret: str | None = None
@@ -50,6 +53,11 @@ class OperatorConfig(BaseModel):
     @property
     def kafka_bootstrap_for_workers(self) -> str:
         return self.worker_kafka_bootstrap or self.coordinator.kafka_bootstrap
+
+    @property
+    def mongo_url_for_workers(self) -> str:
+        url = self.worker_mongo_url or self.coordinator.mongo_url
+        return url.get_secret_value()
 
     @classmethod
     def from_env(

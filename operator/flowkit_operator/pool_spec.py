@@ -47,7 +47,7 @@ def _connection_env(cfg: OperatorConfig, drain: float) -> list[dict[str, Any]]:
             }
         )
     else:
-        env.append({"name": "FLOWKIT_MONGO_URL", "value": cfg.coordinator.mongo_url.get_secret_value()})
+        env.append({"name": "FLOWKIT_MONGO_URL", "value": cfg.mongo_url_for_workers})
     env.append({"name": DRAIN_ENV, "value": f"{drain:g}"})
     return env
 

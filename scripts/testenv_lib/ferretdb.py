@@ -4,9 +4,12 @@
 build as a dependency of a wrapper module panics at start (no version file), so the
 module is downloaded through a wrapper go.mod, copied out of the module cache,
 given its build/version/version.txt and built in place (TESTENV.md). The binary is
-cached per version. It listens on HOST_IP only: pods and host clients use one URL.
+cached per version. FerretDB 1.24 takes one TCP listen address: it listens on
+127.0.0.1 for host clients (FLOWKIT_TEST_MONGO_URL), and Debian's socat relays HOST_IP
+to it for pods (FLOWKIT_TEST_MONGO_URL_POD), so host traffic never touches the bridge.
 
-With FLOWKIT_TEST_MONGO_URL set, that server is used instead: nothing is built or run.
+With FLOWKIT_TEST_MONGO_URL set, that server is used instead: nothing is built or run
+(FLOWKIT_TEST_MONGO_URL_POD, if set, is how pods reach it; else the same URL).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .common import (
     cmdline,
     crash_daemon,
     daemon_alive,
+    ensure_debian_packages,
     free_port,
     kill_stray,
     pid_of,
@@ -41,9 +45,11 @@ from .common import (
 )
 
 NAME = "ferretdb"
+RELAY = "ferretdb-relay"
 VERSION = "v1.24.0"
 MODULE = "github.com/FerretDB/FerretDB"
 URL_VARIABLE = "FLOWKIT_TEST_MONGO_URL"
+POD_URL_VARIABLE = "FLOWKIT_TEST_MONGO_URL_POD"
 START_TIMEOUT = 30.0
 
 
@@ -128,18 +134,31 @@ def _home(ctx: Context) -> Path:
     return ctx.run / "ferretdb"
 
 
-def _port(ctx: Context) -> int | None:
-    port = ctx.get("ferretdb.port")
+def _port(ctx: Context, key: str = "ferretdb.port") -> int | None:
+    port = ctx.get(key)
     return int(port) if isinstance(port, int) else None
 
 
+def _relay_port(ctx: Context) -> int | None:
+    return _port(ctx, "ferretdb.pod_port")
+
+
+def _alive(ctx: Context, name: str, program: str) -> bool:
+    pid = pid_of(ctx, name)
+    return daemon_alive(ctx, name) and pid is not None and program in cmdline(pid)
+
+
 def _running(ctx: Context) -> bool:
-    pid = pid_of(ctx, NAME)
-    return daemon_alive(ctx, NAME) and pid is not None and "ferretdb" in cmdline(pid)
+    return _alive(ctx, NAME, "ferretdb")
 
 
 def url(ctx: Context) -> str | None:
     port = _port(ctx)
+    return f"mongodb://127.0.0.1:{port}/" if port is not None else None
+
+
+def pod_url(ctx: Context) -> str | None:
+    port = _relay_port(ctx)
     return f"mongodb://{HOST_IP}:{port}/" if port is not None else None
 
 
@@ -163,18 +182,53 @@ def up(ctx: Context) -> None:
         return
     network.ensure(ctx)
     exe = install(ctx)
+    ensure_debian_packages(ctx, ["socat"], "the pods' way to FerretDB")
     port = _port(ctx)
-    if _running(ctx) and port is not None and answers_hello(HOST_IP, port):
+    if _running(ctx) and port is not None and answers_hello("127.0.0.1", port):
+        _ensure_relay(ctx, port)
         return
     home = _home(ctx)
-    stop_daemon(ctx, NAME)
-    kill_stray(str(home / "data"))  # a server of a killed run whose pid file was lost
+    _stop(ctx)
     # Each start is a fresh, empty server (tests use fresh database names anyway).
     shutil.rmtree(home, ignore_errors=True)
     (home / "data").mkdir(parents=True)
-    port = free_port(HOST_IP)
+    port = free_port()
     ctx.put("ferretdb.port", port)
     _start(ctx, exe, home, port)
+    _ensure_relay(ctx, port)
+
+
+def _ensure_relay(ctx: Context, port: int) -> None:
+    """socat on HOST_IP, a process per connection, to FerretDB on loopback (for pods)."""
+    pod_port = _relay_port(ctx)
+    if _alive(ctx, RELAY, "socat") and pod_port is not None and answers_hello(HOST_IP, pod_port):
+        return
+    stop_daemon(ctx, RELAY)
+    kill_stray(_relay_target(port))
+    pod_port = free_port(HOST_IP)
+    ctx.put("ferretdb.pod_port", pod_port)
+    argv = [
+        "socat",
+        f"TCP4-LISTEN:{pod_port},bind={HOST_IP},fork,reuseaddr,nodelay,backlog=256",
+        _relay_target(port),
+    ]
+    start_daemon(ctx, RELAY, argv, cwd=_home(ctx))
+    where = f"the FerretDB relay on {HOST_IP}:{pod_port}"
+    wait_until(lambda: answers_hello(HOST_IP, pod_port), 10, where, ctx.logfile(RELAY), RELAY, ctx)
+
+
+def _relay_target(port: int) -> str:
+    return f"TCP4:127.0.0.1:{port},nodelay"
+
+
+def _stop(ctx: Context) -> None:
+    """Stop the relay and the server, and leftovers of a killed run whose pid file was lost."""
+    stop_daemon(ctx, RELAY)
+    port = _port(ctx)
+    if port is not None:
+        kill_stray(_relay_target(port))
+    stop_daemon(ctx, NAME)
+    kill_stray(str(_home(ctx) / "data"))
 
 
 def _start(ctx: Context, exe: Path, home: Path, port: int) -> None:
@@ -182,7 +236,7 @@ def _start(ctx: Context, exe: Path, home: Path, port: int) -> None:
         str(exe),
         "--handler=sqlite",
         f"--sqlite-url=file:{home / 'data'}/",
-        f"--listen-addr={HOST_IP}:{port}",
+        f"--listen-addr=127.0.0.1:{port}",
         "--telemetry=disable",
         f"--state-dir={home}",
         "--debug-addr=-",
@@ -190,9 +244,9 @@ def _start(ctx: Context, exe: Path, home: Path, port: int) -> None:
     ]
     start_daemon(ctx, NAME, argv, cwd=home)
     wait_until(
-        lambda: answers_hello(HOST_IP, port),
+        lambda: answers_hello("127.0.0.1", port),
         START_TIMEOUT,
-        f"FerretDB on {HOST_IP}:{port}",
+        f"FerretDB on 127.0.0.1:{port}",
         ctx.logfile(NAME),
         NAME,
         ctx,
@@ -200,7 +254,8 @@ def _start(ctx: Context, exe: Path, home: Path, port: int) -> None:
 
 
 def restart(ctx: Context) -> None:
-    """Kill the server as a crash would, then start it again on the same address and data."""
+    """Kill the server as a crash would, then start it again on the same address and data
+    (the relay stays: pods' connections fail meanwhile, as they would to a crashed server)."""
     port = _port(ctx)
     if external_url() or port is None or not _running(ctx):
         raise TestenvError("no FerretDB of ours is running: `scripts/testenv up ferretdb` first")
@@ -209,12 +264,12 @@ def restart(ctx: Context) -> None:
 
 
 def down(ctx: Context) -> None:
-    if _port(ctx) is None and not _running(ctx):
+    if _port(ctx) is None and not _running(ctx) and not _alive(ctx, RELAY, "socat"):
         return
-    stop_daemon(ctx, NAME)
-    kill_stray(str(_home(ctx) / "data"))
+    _stop(ctx)
     shutil.rmtree(_home(ctx), ignore_errors=True)
     ctx.forget("ferretdb.port")
+    ctx.forget("ferretdb.pod_port")
 
 
 def status(ctx: Context) -> str:
@@ -224,13 +279,19 @@ def status(ctx: Context) -> str:
     port = _port(ctx)
     if not _running(ctx) or port is None:
         return "stopped"
-    state = "ready" if answers_hello(HOST_IP, port) else "NOT ANSWERING"
-    return f"{state}, pid {pid_of(ctx, NAME)}, {url(ctx)}"
+    state = "ready" if answers_hello("127.0.0.1", port) else "NOT ANSWERING"
+    relay = _relay_port(ctx)
+    pods = "relay down"
+    if _alive(ctx, RELAY, "socat") and relay is not None:
+        pods = pod_url(ctx) if answers_hello(HOST_IP, relay) else f"{pod_url(ctx)} NOT ANSWERING"
+    return f"{state}, pid {pid_of(ctx, NAME)}, {url(ctx)} (pods: {pods})"
 
 
 def env(ctx: Context) -> dict[str, str]:
     external = external_url()
     if external:
-        return {URL_VARIABLE: external}
-    address = url(ctx)
-    return {URL_VARIABLE: address} if address and _running(ctx) else {}
+        return {URL_VARIABLE: external, POD_URL_VARIABLE: os.environ.get(POD_URL_VARIABLE) or external}
+    address, for_pods = url(ctx), pod_url(ctx)
+    if not (address and for_pods and _running(ctx)):
+        return {}
+    return {URL_VARIABLE: address, POD_URL_VARIABLE: for_pods}

@@ -33,11 +33,22 @@ def crds(admin_kubectl: Kubectl) -> None:  # noqa: F811
 
 
 @pytest.fixture
-def store_url(mongo_url: str) -> Iterator[str]:
-    """A MongoDB URL naming a fresh database, dropped afterwards."""
+def store_name() -> str:
+    return f"flowkit_op_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pod_store_url(testenv: Any, store_name: str) -> str:
+    """``store_url``'s database as pods reach it."""
+    return testenv.require("ferretdb")["FLOWKIT_TEST_MONGO_URL_POD"].rstrip("/") + "/" + store_name
+
+
+@pytest.fixture
+def store_url(mongo_url: str, store_name: str) -> Iterator[str]:
+    """A MongoDB URL naming a fresh database (for this host's clients), dropped afterwards."""
     from pymongo import MongoClient
 
-    name = f"flowkit_op_{uuid.uuid4().hex[:10]}"
+    name = store_name
     yield mongo_url.rstrip("/") + "/" + name
     client: Any = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
     try:

@@ -55,9 +55,13 @@ def _pool(name: str, handlers: str, roles: list[str], image: str, **spec: Any) -
 
 
 @pytest.fixture
-def pool_operator(make_operator: Any, flowkit_image: str, kafka_env: dict[str, str]) -> Any:
+def pool_operator(
+    make_operator: Any, flowkit_image: str, kafka_env: dict[str, str], pod_store_url: str
+) -> Any:
     return make_operator(
-        worker_image=flowkit_image, worker_kafka_bootstrap=kafka_env["FLOWKIT_TEST_KAFKA_BOOTSTRAP_POD"]
+        worker_image=flowkit_image,
+        worker_kafka_bootstrap=kafka_env["FLOWKIT_TEST_KAFKA_BOOTSTRAP_POD"],
+        worker_mongo_url=pod_store_url,
     )
 
 
