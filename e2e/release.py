@@ -135,18 +135,21 @@ class Release:
         ).stdout
 
     def store_task(self, task_id: str) -> dict[str, Any] | None:
-        """The task's document in MongoDB (flowkit_tasks), as `flowkit status` reads it."""
+        """The task as stored in MongoDB, read as `flowkit status` reads it (FlowKit's store)."""
         assert self.mongo_url, "this release's store is not reachable from the host"
-        from pymongo import MongoClient
+        from pymongo import AsyncMongoClient
 
-        client: Any = MongoClient(self.mongo_url, serverSelectionTimeoutMS=5000)
-        try:
-            doc: dict[str, Any] | None = client.get_default_database()["flowkit_tasks"].find_one(
-                {"_id": task_id}, {"graph": 0}
-            )
-            return doc
-        finally:
-            client.close()
+        from flowkit.store.mongo import MongoStore
+
+        async def read() -> dict[str, Any] | None:
+            client: Any = AsyncMongoClient(self.mongo_url, serverSelectionTimeoutMS=5000)
+            try:
+                status = await MongoStore(client.get_default_database()).get_task(task_id)
+                return None if status is None else status.model_dump(mode="json")
+            finally:
+                await client.close()
+
+        return asyncio.run(read())
 
     def diagnostics(self) -> str:
         """What a person would look at: the FlowTasks, pods, and the operator's log tail."""

@@ -51,7 +51,8 @@ class StatusIntake:
         elif msg.kind == Kind.BATCH_DONE:
             self._batch_done(run, msg, now)
         elif msg.kind == Kind.FINISHED:
-            self._finish(run, node_id, msg.attempt, numeric_metrics(msg.payload.get("metrics")))
+            final, batches = numeric_metrics(msg.payload.get("metrics")), msg.payload.get("batches")
+            self._finish(run, node_id, msg.attempt, final, batches if isinstance(batches, int) else None)
         elif msg.kind == Kind.FAILED:
             error = NodeError.model_validate(msg.payload)
             apply(run, sched.node_failed(node_id, msg.attempt, error, now))
@@ -115,9 +116,26 @@ class StatusIntake:
         run.set_node(msg.node_id, {"batches": node.batches + 1, "metrics": metrics})
         self.executor.apply(run, run.scheduler.first_batch(msg.node_id, msg.attempt, now))
 
-    def _finish(self, run: TaskRun, node_id: str, attempt: int, final: dict[str, float]) -> None:
-        """Recount from the store's batch records (exactly once), merge finalize's metrics,
-        then finish the node. The read runs beside the intake: other nodes go on meanwhile."""
+    def _finish(
+        self, run: TaskRun, node_id: str, attempt: int, final: dict[str, float], batches: int | None = None
+    ) -> None:
+        """Finish the node with its batches counted exactly once and finalize's metrics merged.
+
+        A first attempt is the only writer of its node's batch records (one worker claims
+        an attempt, and no earlier attempt exists), so when the worker's count of them
+        (``batches``) is the number of distinct batches this coordinator was told of, its
+        sums are the records' sums and the node finishes at once. Otherwise (a later
+        attempt, whose zombie predecessor may still have recorded batches nobody reported;
+        a message lost; a worker that does not say) they are recounted from the store
+        first, beside the intake: other nodes go on meanwhile."""
+        seen = run.seen_batches.get(node_id, set())
+        counted = run.status.nodes[node_id].batches
+        if attempt == 1 and batches is not None and batches == len(seen) == counted:
+            metrics = {**run.status.nodes[node_id].metrics, **final}
+            run.seen_batches.pop(node_id, None)
+            run.set_node(node_id, {"metrics": metrics})
+            self.executor.apply(run, run.scheduler.node_finished(node_id, attempt, time.time()))
+            return
         job = asyncio.create_task(self._recount_and_finish(run, node_id, attempt, final))
         self.executor.spawn(job)
 

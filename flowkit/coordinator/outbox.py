@@ -7,23 +7,24 @@ writes every dirty task (one fenced single-document update each, all tasks at on
 and then sends all their messages in one batch. What piles up during a flush goes in
 the next one, so the busier the coordinator, the bigger and fewer its round trips.
 
-Run commands are the one exception to "state first": they go out while the state is
-being written, which takes a store round trip off every dispatch. That is safe because
-a dispatch is a pure function of the stored state: a coordinator that crashed (or lost
-the task) before its write landed is followed by one that rebuilds the same decision,
-with the same attempt number, and the attempt's run record (claimed once, by one
-worker) makes the two commands one.
+Run commands are the one exception to "state first": they go out as soon as they are
+decided, without waiting for this flush's write or an earlier one still under way, which
+takes the store off every dispatch's critical path. That is safe because a dispatch is
+a pure function of durable facts: the run records that workers write before they report
+(:mod:`.intake`) and the task's stored state. A coordinator that crashed (or lost the
+task) before its write landed is followed by one that rebuilds the same decision, with
+the same attempt number, and the attempt's run record (claimed once, by one worker)
+makes the two commands one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from ..bus.base import Bus
 from ..errors import LeaseLost, TaskNotFound
-from ..protocol import Envelope, Kind
 from ..store.base import Store
 from .taskrun import TaskRun
 
@@ -50,13 +51,23 @@ class Outbox:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._commanding: set[TaskRun] = set()
+        self._command_wake = asyncio.Event()
+        self._sending: asyncio.Future[list[None]] | None = None
 
     def mark(self, run: TaskRun) -> None:
         self._dirty.add(run)
         self._idle.clear()
         self._wake.set()
+        self._commanding.add(run)
+        self._command_wake.set()
 
     async def run_forever(self) -> None:
+        """Two loops: state writes (one flush of each dirty task at a time) and, beside
+        them, run commands, which never wait for a write."""
+        await asyncio.gather(self._write_forever(), self._send_commands_forever())
+
+    async def _write_forever(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -65,34 +76,37 @@ class Outbox:
             if not self._dirty:
                 self._idle.set()
 
+    async def _send_commands_forever(self) -> None:
+        while True:
+            await self._command_wake.wait()
+            self._command_wake.clear()
+            runs, self._commanding = self._commanding, set()
+            sending = asyncio.gather(*(self._send_commands(run) for run in runs))
+            self._sending = sending
+            await sending
+
     async def drain(self, timeout: float) -> None:
         """Wait until everything queued so far is flushed (clean stop)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+            if self._sending is not None:
+                await self._sending
 
     async def flush(self, run: TaskRun) -> None:
         """Write and send what ``run`` has queued now (API calls that return a state)."""
         await self._flush(run)
 
     async def _flush(self, run: TaskRun) -> None:
+        await self._send_commands(run)  # those the command loop has not taken yet
         async with run.flush_lock:  # one flush of a task at a time, so its writes stay in order
             await self._flush_unlocked(run)
 
     async def _flush_unlocked(self, run: TaskRun) -> None:
         effects, run.after_flush = run.after_flush, []
         task_fields, node_fields, outbox = run.take_unflushed()
-        commands = [item for item in outbox if item[1].kind == Kind.RUN]
-        if commands:
-            outbox = [item for item in outbox if item[1].kind != Kind.RUN]
         try:
-            writing = (
-                self.store.write_task(run.task_id, task_fields, node_fields, fence=run.fence)
-                if task_fields or node_fields
-                else None
-            )
-            if commands:
-                await self._send_commands(run, commands, writing)
-            elif writing is not None:
-                await writing
+            if task_fields or node_fields:
+                await self.store.write_task(run.task_id, task_fields, node_fields, fence=run.fence)
         except (LeaseLost, TaskNotFound) as exc:
             self._on_lost(run, str(exc))
             return
@@ -116,23 +130,17 @@ class Outbox:
             run.done.set()
             self._on_done(run)
 
-    async def _send_commands(
-        self, run: TaskRun, commands: list[tuple[str, Envelope]], writing: Awaitable[None] | None
-    ) -> None:
-        """Send ``commands`` while ``writing`` runs; a failed send is queued for the next flush."""
-        sending = asyncio.ensure_future(self.bus.publish_many(commands))
+    async def _send_commands(self, run: TaskRun) -> None:
+        """Send the run commands ``run`` has queued; a failed send is queued again."""
+        commands = run.take_commands()
+        if not commands:
+            return
         try:
-            if writing is not None:
-                await writing
-        finally:
-            try:
-                await sending
-            except Exception as exc:
-                log.warning(
-                    "task %s: could not send %d commands (%s); retrying", run.task_id, len(commands), exc
-                )
-                run.put_back({}, {}, commands)
-                self._retry_later(run)
+            await self.bus.publish_many(commands)
+        except Exception as exc:
+            log.warning("task %s: could not send %d commands (%s); retrying", run.task_id, len(commands), exc)
+            run.put_back({}, {}, commands)
+            self._retry_later(run)
 
     def _retry_later(self, run: TaskRun) -> None:
         asyncio.get_running_loop().call_later(RETRY_DELAY_SEC, self.mark, run)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..graph import GraphSpec
-from ..protocol import Envelope
+from ..protocol import Envelope, Kind
 from ..states import TaskStatus, apply_fields
 from ..store.base import Fence
 from .scheduler import Scheduler
@@ -76,6 +76,13 @@ class TaskRun:
         taken = (self.task_fields, self.node_fields, self.outbox)
         self.task_fields, self.node_fields, self.outbox = {}, {}, []
         return taken
+
+    def take_commands(self) -> list[tuple[str, Envelope]]:
+        """The queued run commands, taken out of the outbox (they do not wait for a write)."""
+        commands = [item for item in self.outbox if item[1].kind == Kind.RUN]
+        if commands:
+            self.outbox = [item for item in self.outbox if item[1].kind != Kind.RUN]
+        return commands
 
     def put_back(
         self,

@@ -2,10 +2,12 @@
 
 Collections (names in :data:`COLLECTIONS`):
 
-- ``flowkit_tasks``: one document per task, ``_id`` = task id, the graph in ``graph``
-  and the nodes as a sub-document keyed by node id, so ``update_node`` is one
-  ``update_one`` with a dotted ``$set`` of ``nodes.<id>.<field>``; its holder in
-  ``owner`` and ``fence`` (the token, +1 at each claim);
+- ``flowkit_tasks``: one document per task, ``_id`` = task id, its own fields, its
+  holder in ``owner`` and ``fence`` (the token, +1 at each claim) and its creation id
+  ``order`` (also the generation of its nodes and graph);
+- ``flowkit_nodes``: one small document per node (:mod:`.mongo_nodes`), so a node
+  write costs a small document's write whatever the size of the task;
+- ``flowkit_graphs``: the graph as JSON text, one document per task;
 - ``flowkit_coordinators``: one document per coordinator, its liveness ``until``: a
   task is held while its owner is live (:mod:`.mongo_leases`);
 - ``flowkit_cancels``: the cancel and suspend requests of each task (:mod:`.mongo_requests`);
@@ -23,9 +25,9 @@ Only single-document operations, conditional where races matter (FerretDB, the
 MongoDB-protocol server of the tests, has no transactions and no change streams), and
 one writer per document at a time: FerretDB 1.24 applies an update as a read-modify-write
 of the whole document, so concurrent writers of one document lose each other's changes.
-A task document is written by its creation, a claim, a release and its owner's fenced
-writes (``owner`` and ``fence`` in the filter: a coordinator that lost the task writes
-nothing); renewals and cancel requests write documents of their own. Keys MongoDB
+A task document and its node documents are written by its creation, a claim, a
+release and its owner's fenced writes (the fence in the filter: a coordinator that lost
+the task writes nothing); renewals and cancel requests write documents of their own. Keys MongoDB
 cannot store (``.``, a leading ``$``) are percent-encoded in every stored mapping and
 decoded on read (:mod:`.mongo_keys`), so any node id, metric name or user key round-trips.
 
@@ -64,14 +66,17 @@ from .base import AttemptInputs, Fence
 from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write
 from .mongo_artifacts import ArtifactStreams
-from .mongo_keys import decode_key, decode_keys, encode_key, encode_keys
+from .mongo_keys import decode_keys, encode_keys
 from .mongo_leases import TaskLeases
+from .mongo_nodes import TaskNodes, graph_doc_id
 from .mongo_requests import TaskRequests
 from .mongo_workers import WorkerRecords
 
 log = logging.getLogger(__name__)
 
 TASKS = "flowkit_tasks"
+NODES = "flowkit_nodes"
+GRAPHS = "flowkit_graphs"
 ARTIFACTS = "flowkit_artifacts"
 SEQUENCES = "flowkit_seq"
 BATCHES = "flowkit_batches"
@@ -83,6 +88,8 @@ RUNS = "flowkit_runs"
 WORKER_STATES = "worker_states"
 COLLECTIONS = (
     TASKS,
+    NODES,
+    GRAPHS,
     ARTIFACTS,
     SEQUENCES,
     BATCHES,
@@ -96,7 +103,10 @@ COLLECTIONS = (
 
 _NO_ID = {"_id": 0}
 # Stored, not in TaskStatus (owner_until, cancel_requested: documents of earlier versions).
-_NOT_STATUS = ("_id", "graph", "order", "fence", "owner_until", "cancel_requested", "suspend_requested")
+_NOT_STATUS = (
+    *("_id", "nodes", "graph", "order", "fence"),
+    *("owner_until", "cancel_requested", "suspend_requested"),
+)
 
 
 @cache
@@ -122,7 +132,7 @@ def _task_from_doc(doc: dict[str, Any]) -> TaskStatus:
     return TaskStatus.model_validate(doc)
 
 
-class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, WorkerRecords):
+class MongoStore(ChangeTracker, ArtifactStreams, TaskNodes, TaskLeases, TaskRequests, WorkerRecords):
     """The :class:`~flowkit.store.base.Store` on MongoDB (or FerretDB).
 
     ``db`` is a ``pymongo.AsyncMongoClient`` database or a motor
@@ -134,6 +144,8 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
         super().__init__()
         self.db = db
         self._tasks = db[TASKS]
+        self._nodes = db[NODES]
+        self._graphs = db[GRAPHS]
         self._artifacts = db[ARTIFACTS]
         self._sequences = db[SEQUENCES]
         self._batches = db[BATCHES]
@@ -146,6 +158,8 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
         self._indexed = False
         self._index_lock = asyncio.Lock()
         self._known: set[str] = set()  # tasks seen to exist (forgotten when deleted here)
+        self._gens: dict[str, str] = {}  # task id → the generation of its nodes (mongo_nodes)
+        self._node_ids: dict[str, frozenset[str]] = {}
 
     # -- setup ---------------------------------------------------------------------
 
@@ -166,6 +180,8 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
         await self._checkpoints.create_index(node, unique=True, name="node")
         await self._tasks.create_index([("status", ASCENDING), ("order", DESCENDING)], name="state")
         await self._tasks.create_index([("owner", ASCENDING)], name="owner")
+        await self._nodes.create_index([("task_id", ASCENDING)], name="task")
+        await self._graphs.create_index([("task_id", ASCENDING)], name="task")
         await self._claims.create_index([("task_id", ASCENDING)], name="task")
         await self._runs.create_index([*node, ("attempt", ASCENDING)], name="task")
         await self._runs.create_index([("worker_id", ASCENDING), ("state", ASCENDING)], name="worker")
@@ -190,41 +206,58 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
         ``cancel_requested`` in ``status`` is stored as the task's cancel request.
         """
         await self.ensure_indexes()
-        doc = encode_keys(status.model_dump(mode="json", exclude={"cancel_requested", "suspend_requested"}))
+        task_id = status.task_id
+        if await self._tasks.find_one({"_id": task_id}, {"_id": 1}) is not None:
+            return False
         order = ObjectId()
-        doc.update(
-            _id=status.task_id,
-            # As JSON text: FerretDB stores no nested arrays, and graphs have them (edges).
-            graph=json.dumps(graph),
-            order=order,
-            owner=owner,
-            fence=0 if owner is None else 1,
+        gen, fence = str(order), 0 if owner is None else 1
+        # Graph and nodes first, under a generation of this call's own; the task document
+        # last: it makes them live (a creation cut short leaves only unreachable records).
+        # As JSON text: FerretDB stores no nested arrays, and graphs have them (edges).
+        await self._graphs.insert_one(
+            {"_id": graph_doc_id(task_id, gen), "task_id": task_id, "graph": json.dumps(graph)}
         )
+        await self._insert_nodes(task_id, gen, list(status.nodes.values()), fence)
+        doc = encode_keys(
+            status.model_dump(mode="json", exclude={"nodes", "cancel_requested", "suspend_requested"})
+        )
+        doc.update(_id=task_id, order=order, owner=owner, fence=fence)
         if owner is not None:  # live before the task shows: held from its first moment
             await self._keep_alive(owner, time.time() + lease_sec)
         try:
             await self._tasks.insert_one(doc)
-        except DuplicateKeyError:
+        except DuplicateKeyError:  # a racing creation won: ours is left unreachable, remove it
+            await self._graphs.delete_one({"_id": graph_doc_id(task_id, gen)})
+            await self._nodes.delete_many({"task_id": task_id, "gen": gen})
             return False
         if status.cancel_requested is not None:
-            await self._write_request(status.task_id, order, {"reason": status.cancel_requested})
-        self._known.add(status.task_id)
-        self._bump(status.task_id)
+            await self._write_request(task_id, order, {"reason": status.cancel_requested})
+        self._known.add(task_id)
+        self._gens[task_id] = gen
+        self._bump(task_id)
         return True
 
     async def get_task(self, task_id: str) -> TaskStatus | None:
-        """The task document, then its cancel request (two reads)."""
-        doc = await self._tasks.find_one({"_id": task_id}, {"graph": 0})
+        """The task document, then its nodes and its cancel request (read together)."""
+        doc = await self._tasks.find_one({"_id": task_id})
         if doc is None:
             return None
         status = _task_from_doc(doc)
-        requests = await self._requests_of(task_id, doc.get("order"))
+        gen = self._gens[task_id] = str(doc["order"])
+        nodes, requests = await asyncio.gather(
+            self._nodes_of({task_id: gen}), self._requests_of(task_id, doc.get("order"))
+        )
+        status.nodes = nodes[task_id]
         status.cancel_requested = requests.get("reason")
         status.suspend_requested = requests.get("suspend")
         return status
 
     async def get_graph(self, task_id: str) -> dict[str, Any] | None:
-        doc = await self._tasks.find_one({"_id": task_id}, {"graph": 1})
+        try:
+            gen = await self._gen(task_id, fresh=True)
+        except TaskNotFound:
+            return None
+        doc = await self._graphs.find_one({"_id": graph_doc_id(task_id, gen)})
         if doc is None:
             return None
         graph: dict[str, Any] = json.loads(doc["graph"])
@@ -237,7 +270,7 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
     async def update_node(
         self, task_id: str, node_id: str, fields: dict[str, Any], *, fence: Fence | None = None
     ) -> None:
-        """Set node fields in one ``update_one`` (dotted ``$set`` of ``nodes.<id>.<field>``)."""
+        """Set node fields (one small document's update)."""
         await self.write_task(task_id, {}, {node_id: fields}, fence=fence)
 
     async def write_task(
@@ -248,39 +281,46 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
         *,
         fence: Fence | None = None,
     ) -> None:
-        """Task fields and nodes' fields in one ``update_one`` (``nodes.<id>.<field>`` paths).
+        """Nodes' fields in one round trip, then the task's fields in one update.
 
-        The filter requires every named node (an unknown node id must not create a half
-        node record) and, with ``fence``, the fence's owner and token.
+        Every named node must exist (an unknown node id must not create a half node
+        record); with ``fence``, every document written must not have been written under
+        a later token, and the task document must name the fence's owner and token.
+        Nodes go first: a write cut short leaves node states the task has not yet
+        summed up, which its owner (or the next one, rebuilding) does again.
         """
         update = _dump_fields(TaskStatus, task_fields_to_write(task_fields, fence))
+        nodes = {node_id: _dump_fields(NodeStatus, f) for node_id, f in node_fields.items()}
+        token = fence.token if fence is not None else None
+        gen = await self._gen(task_id)
+        if await self._unknown_node(task_id, gen, nodes) is not None:
+            gen = await self._gen(task_id, fresh=True)  # created afresh since we cached it?
+            missing = await self._unknown_node(task_id, gen, nodes)
+            if missing is not None:
+                raise NodeNotFound(task_id, missing)
+        if not await self._write_nodes(task_id, gen, nodes, token):
+            raise await self._refusal(task_id, fence)
         query: dict[str, Any] = {"_id": task_id}
-        for node_id, fields in node_fields.items():
-            path = f"nodes.{encode_key(node_id)}"
-            query[path] = {"$exists": True}
-            update.update({f"{path}.{name}": v for name, v in _dump_fields(NodeStatus, fields).items()})
         if fence is not None:
             query.update(owner=fence.owner, fence=fence.token)
         if update:
             matched = (await self._tasks.update_one(query, {"$set": update})).matched_count > 0
-        else:  # nothing to set: the same checks, as a read
+        elif not nodes:  # nothing to set: the same checks, as a read
             matched = await self._tasks.find_one(query, {"_id": 1}) is not None
+        else:  # the node documents carried the fence
+            matched = True
         if not matched:
-            raise await self._refusal(task_id, list(node_fields), fence)
+            raise await self._refusal(task_id, fence)
         self._known.add(task_id)
         self._bump(task_id)
 
-    async def _refusal(self, task_id: str, node_ids: list[str], fence: Fence | None) -> FlowKitError:
-        """Why a guarded task write matched nothing, read after the fact."""
-        paths = {f"nodes.{encode_key(n)}.status": 1 for n in node_ids}
-        doc = await self._tasks.find_one({"_id": task_id}, {"_id": 1, **paths})
-        if doc is None:
+    async def _refusal(self, task_id: str, fence: Fence | None) -> FlowKitError:
+        """Why a guarded write of a task whose nodes all exist matched nothing."""
+        try:
+            await self._gen(task_id, fresh=True)
+        except TaskNotFound as exc:
             self._known.discard(task_id)
-            return TaskNotFound(task_id)
-        nodes = doc.get("nodes", {})
-        missing = next((n for n in node_ids if encode_key(n) not in nodes), None)
-        if missing is not None:
-            return NodeNotFound(task_id, missing)
+            return exc
         if fence is not None:  # tokens only grow: a fence that failed once stays stale
             return LeaseLost(task_id, fence.owner, fence.token)
         return TaskNotFound(task_id)  # it was missing at the write and created since
@@ -297,9 +337,8 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
             return False
         await self._cancels.update_one({"_id": task_id}, {"$unset": {"reason": "", "at": ""}})
         update = _dump_fields(TaskStatus, task_fields_to_write(task_fields, None))
-        for node_id, fields in node_fields.items():
-            path = f"nodes.{encode_key(node_id)}"
-            update.update({f"{path}.{name}": v for name, v in _dump_fields(NodeStatus, fields).items()})
+        nodes = {node_id: _dump_fields(NodeStatus, f) for node_id, f in node_fields.items()}
+        await self._write_nodes(task_id, await self._gen(task_id, fresh=True), nodes, None)
         update["owner"] = None
         query = {"_id": task_id, "status": {"$in": ended}}
         if (await self._tasks.update_one(query, {"$set": update})).matched_count == 0:
@@ -316,33 +355,32 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskLeases, TaskRequests, Worke
         their nodes. Writers still busy with the task may leave records behind: delete
         tasks that are terminal.
         """
-        doc = await self._tasks.find_one({"_id": task_id}, {"nodes": 1})
-        node_ids = {decode_key(k) for k in (doc or {}).get("nodes", {})}
+        node_ids = set(await self._nodes.distinct("node_id", {"task_id": task_id}))
         node_ids.update(await self._artifacts.distinct("node_id", {"task_id": task_id}))
         hints = [json.dumps([task_id, node_id]) for node_id in sorted(node_ids)]
         await self._sequences.delete_many({"_id": {"$in": hints}})
-        for records in (self._artifacts, self._batches, self._checkpoints, self._runs, self._claims):
+        records_of_task = (self._artifacts, self._batches, self._checkpoints, self._runs, self._claims)
+        for records in (*records_of_task, self._nodes, self._graphs):
             await records.delete_many({"task_id": task_id})
         await self._cancels.delete_one({"_id": task_id})
         deleted: bool = (await self._tasks.delete_one({"_id": task_id})).deleted_count > 0
         self._known.discard(task_id)
+        self._node_ids.pop(self._gens.pop(task_id, ""), None)
         if deleted:
             self._bump(task_id)
         return deleted
-
-    async def node_state(self, task_id: str, node_id: str) -> State | None:
-        path = f"nodes.{encode_key(node_id)}.status"
-        doc = await self._tasks.find_one({"_id": task_id}, {path: 1})
-        node = (doc or {}).get("nodes", {}).get(encode_key(node_id))
-        return State(node["status"]) if node else None
 
     async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
         """The ``limit`` most recently created tasks (in any of ``states``), oldest first,
         ``cancel_requested`` left None (one read for all: :meth:`get_task` has it)."""
         query = {} if states is None else {"status": {"$in": sorted(s.value for s in states)}}
-        cursor = self._tasks.find(query, {"graph": 0}).sort("order", DESCENDING).limit(limit)
-        docs = await cursor.to_list(length=limit)
-        return [_task_from_doc(d) for d in reversed(docs)]
+        cursor = self._tasks.find(query).sort("order", DESCENDING).limit(limit)
+        docs = list(reversed(await cursor.to_list(length=limit)))
+        nodes = await self._nodes_of({d["_id"]: str(d["order"]) for d in docs})
+        tasks = [_task_from_doc(d) for d in docs]
+        for task in tasks:
+            task.nodes = nodes[task.task_id]
+        return tasks
 
     # -- batches and checkpoints -----------------------------------------------------
 

@@ -4,7 +4,8 @@ Who holds a task is split over two kinds of document, each with one writer:
 
 - the task document names its ``owner`` and ``fence`` (the token, +1 at each claim).
   Only a claim, a release and the task's creation write them; the owner's fenced writes
-  carry both in their filter, so a coordinator that lost the task writes nothing;
+  carry both in their filter, so a coordinator that lost the task writes nothing. A
+  claim then moves the task's node documents on to its token (:mod:`.mongo_nodes`);
 - ``flowkit_coordinators`` holds one document per coordinator, ``{_id: coordinator id,
   until: epoch seconds}``, written by that coordinator alone (its renewal loop, its own
   claims and creations). A task is held while its owner's document has ``until >= now``.
@@ -52,10 +53,15 @@ class TaskLeases:
     def _bump(self, task_id: str) -> None:
         raise NotImplementedError
 
+    async def _stamp_nodes(self, task_id: str, gen: str, token: int) -> None:
+        raise NotImplementedError
+
     async def claim_task(self, task_id: str, owner: str, lease_sec: float, now: float) -> Fence | None:
         """Take a task not terminal, unowned, of a coordinator not live at ``now`` or of
         ``owner`` itself: of racing claimers exactly one wins."""
-        doc = await self._tasks.find_one({"_id": task_id, **_NOT_TERMINAL}, {"owner": 1, "fence": 1})
+        doc = await self._tasks.find_one(
+            {"_id": task_id, **_NOT_TERMINAL}, {"owner": 1, "fence": 1, "order": 1}
+        )
         if doc is None or not await self._may_take(doc.get("owner"), owner, now):
             return None
         held = int(doc.get("fence", 0))
@@ -69,6 +75,7 @@ class TaskLeases:
         )
         if not result.matched_count:  # deleted meanwhile (or, on FerretDB, a slower claim won)
             return None
+        await self._stamp_nodes(task_id, str(doc["order"]), token)
         self._known.add(task_id)
         self._bump(task_id)
         return Fence(owner, token)

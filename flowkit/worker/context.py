@@ -19,8 +19,12 @@ class ArtifactsWriter:
         task_id: str,
         node_id: str,
         on_first_write: Callable[[], Awaitable[None]] | None = None,
+        *,
+        first_attempt: bool = False,
     ) -> None:
+        """``first_attempt``: no earlier attempt of the node can have written artifacts."""
         self._store = store
+        self._first_attempt = first_attempt
         self._task_id = task_id
         self._node_id = node_id
         self._on_first_write = on_first_write
@@ -38,8 +42,10 @@ class ArtifactsWriter:
         return artifact.ref().model_dump()
 
     async def complete(self) -> None:
-        """Mark every artifact of the node complete (done by the runtime after finalize)."""
-        await self._store.complete_artifacts(self._task_id, self._node_id)
+        """Mark every artifact of the node complete (done by the runtime after finalize);
+        nothing to do, and no store round trip, when none can exist."""
+        if self.written or not self._first_attempt:
+            await self._store.complete_artifacts(self._task_id, self._node_id)
 
 
 @dataclass

@@ -28,6 +28,9 @@ class Outcome:
     state: str  # "finished" | "failed" | "cancelled"
     metrics: dict[str, float] = field(default_factory=dict)
     error: NodeError | None = None
+    batches: int | None = None
+    """Finished: the node's batch records as this attempt knows them (earlier attempts'
+    and its own first records); the coordinator recounts from the store when it differs."""
 
 
 class NodeRun:
@@ -49,6 +52,7 @@ class NodeRun:
         self.feed = feed
         self.report_batch = report_batch
         self.counted = counted
+        self._batch_records = 0
 
     async def execute(self) -> Outcome:
         ctx = self.ctx
@@ -57,7 +61,8 @@ class NodeRun:
             await self._process_all()
             final = await self.handler.finalize(ctx) or FinalizeResult()
             await ctx.artifacts_writer.complete()
-            return Outcome("finished", metrics=numeric_metrics(final.metrics))
+            metrics = numeric_metrics(final.metrics)
+            return Outcome("finished", metrics=metrics, batches=self._batch_records)
         except asyncio.CancelledError:
             if ctx.cancel_flag.is_set():
                 return Outcome("cancelled")
@@ -105,6 +110,7 @@ class NodeRun:
             else set(await ctx.store.batch_records(ctx.task_id, ctx.node_id))
         )
         seen: set[str] = set()
+        self._batch_records = len(done)
         async for batch in self._batches():
             if ctx.cancel_flag.is_set():
                 raise asyncio.CancelledError
@@ -137,6 +143,7 @@ class NodeRun:
             metrics = numeric_metrics(result.metrics)
             if await ctx.store.record_batch(ctx.task_id, ctx.node_id, uid, metrics):
                 ctx.processed_count += 1
+                self._batch_records += 1
                 add_metrics(ctx.metrics, metrics)
                 await self.report_batch(uid, metrics)
 

@@ -145,9 +145,12 @@ class Presence:
         """A signal missed while a run was starting, or sent while this worker was unreachable,
         still reaches the handler within ``db_cancel_poll_ms``."""
         for run in self.worker.active_runs:
-            state = await self.worker.store.node_state(run.ctx.task_id, run.ctx.node_id)
+            store = self.worker.store
+            state = await store.node_state(run.ctx.task_id, run.ctx.node_id)
             if state in _STOPPED_IN_STORE:
-                self.request_cancel(run, {"reason": f"node is {state} in the store", "source": "db"})
+                # The task's cancel request says why, as the signal would have.
+                reason = await store.cancel_request(run.ctx.task_id) or f"node is {state} in the store"
+                self.request_cancel(run, {"reason": reason, "source": "db"})
 
     def request_cancel(self, run: _ActiveRun, meta: dict[str, Any]) -> None:
         """Raise the run's cancel flag; interrupt the handler if it ignores it past the grace."""

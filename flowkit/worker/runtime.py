@@ -24,7 +24,7 @@ from ..config import WorkerConfig
 from ..errors import ConfigError
 from ..protocol import STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic, worker_group
 from ..states import NodeError, State
-from ..store.base import RunState, Store
+from ..store.base import AttemptInputs, RunState, Store
 from .adapters import ArtifactFeed
 from .context import ArtifactsWriter, RunContext
 from .handlers.base import Handler
@@ -331,7 +331,7 @@ class Worker:
     async def _run(self, message: Envelope, cmd: RunCommand) -> None:
         key = (message.task_id, message.node_id)
         try:
-            inputs = await self.store.attempt_inputs(message.task_id, message.node_id)
+            inputs = await self._attempt_inputs(message)
             if self._stopped_while_queued(message, inputs.state):
                 await self._report(message, "cancelled", Kind.CANCELLED, {})
                 return
@@ -369,6 +369,15 @@ class Worker:
             self._slots.release()
             self.active_mirror.changed()
 
+    async def _attempt_inputs(self, message: Envelope) -> AttemptInputs:
+        """A first attempt reads only the node's state: the attempt was just claimed by this
+        worker alone (one claim per attempt) and every earlier run of the node had a lower
+        number, so it has no checkpoint and no counted batch to read (reads that scan on
+        FerretDB). Batch records stay exact without the set: the first record wins."""
+        if message.attempt == 1:
+            return AttemptInputs(await self.store.node_state(message.task_id, message.node_id), None, set())
+        return await self.store.attempt_inputs(message.task_id, message.node_id)
+
     def _oldest_active(self) -> ActiveRun | None:
         oldest = self.active
         if oldest is None:
@@ -402,7 +411,11 @@ class Worker:
 
     def _context(self, message: Envelope, cmd: RunCommand, checkpoint: dict[str, Any] | None) -> RunContext:
         writer = ArtifactsWriter(
-            self.store, message.task_id, message.node_id, lambda: self._publish(message, Kind.ARTIFACT)
+            self.store,
+            message.task_id,
+            message.node_id,
+            lambda: self._publish(message, Kind.ARTIFACT),
+            first_attempt=message.attempt == 1,
         )
         return RunContext(
             task_id=message.task_id,
@@ -441,7 +454,8 @@ class Worker:
 
     async def _report_outcome(self, run: Envelope, outcome: Outcome) -> None:
         if outcome.state == "finished":
-            await self._report(run, "finished", Kind.FINISHED, {"metrics": outcome.metrics})
+            payload = {"metrics": outcome.metrics, "batches": outcome.batches}
+            await self._report(run, "finished", Kind.FINISHED, payload)
         elif outcome.state == "cancelled":
             await self._report(run, "cancelled", Kind.CANCELLED, {})
         else:

@@ -25,6 +25,10 @@ from ..store.base import Store
 
 log = logging.getLogger("flowkit.worker")
 
+MIN_WRITE_INTERVAL_SEC = 0.2
+"""The active-run mirror writes at most this often."""
+_NOTHING = object()
+
 
 @dataclass
 class ActiveRun:
@@ -87,6 +91,7 @@ class ActiveRunMirror:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.min_interval_sec = MIN_WRITE_INTERVAL_SEC
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write_forever(), name=f"{self._state.worker_id}:active-run")
@@ -105,12 +110,19 @@ class ActiveRunMirror:
             self._task = None
 
     async def _write_forever(self) -> None:
+        written: object = _NOTHING
         while True:
             await self._stale.wait()
             self._stale.clear()
-            try:
-                await self._state.write_active(self._current())
-            except Exception as exc:  # the next change writes again; the run records hold the truth
-                log.warning("worker %s: could not write its active run (%s)", self._state.worker_id, exc)
+            current = self._current()
+            if current != written:
+                try:
+                    await self._state.write_active(current)
+                    written = current
+                except Exception as exc:  # the next change writes again; the run records hold the truth
+                    log.warning("worker %s: could not write its active run (%s)", self._state.worker_id, exc)
+                # Paced: runs shorter than this coalesce (a chain of quick nodes wrote
+                # twice per node), and the run records hold the truth meanwhile.
+                await asyncio.sleep(self.min_interval_sec)
             if not self._stale.is_set():
                 self._idle.set()

@@ -201,7 +201,7 @@ def task_status(
         "nodeCounts": dict(sorted(counts.items())),
         "nodes": nodes,
         "nodesOmitted": omitted,
-        "detail": f"flowkit status {task.task_id} (MongoDB collection flowkit_tasks)",
+        "detail": f"flowkit status {task.task_id} (MongoDB: flowkit_tasks, flowkit_nodes)",
         "conditions": conditions(phase, reason, message, previous_conditions, now),
     }
 
