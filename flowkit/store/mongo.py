@@ -62,13 +62,14 @@ from pymongo.errors import DuplicateKeyError
 
 from ..errors import FlowKitError, LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeStatus, State, TaskStatus
-from .base import AttemptInputs, Fence
+from .base import Fence
 from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write
 from .mongo_artifacts import ArtifactStreams
+from .mongo_batches import BatchRecords
 from .mongo_keys import decode_keys, encode_keys
 from .mongo_leases import TaskLeases
-from .mongo_nodes import TaskNodes, graph_doc_id
+from .mongo_nodes import graph_doc_id
 from .mongo_requests import TaskRequests
 from .mongo_workers import WorkerRecords
 
@@ -132,7 +133,7 @@ def _task_from_doc(doc: dict[str, Any]) -> TaskStatus:
     return TaskStatus.model_validate(doc)
 
 
-class MongoStore(ChangeTracker, ArtifactStreams, TaskNodes, TaskLeases, TaskRequests, WorkerRecords):
+class MongoStore(ChangeTracker, ArtifactStreams, BatchRecords, TaskLeases, TaskRequests, WorkerRecords):
     """The :class:`~flowkit.store.base.Store` on MongoDB (or FerretDB).
 
     ``db`` is a ``pymongo.AsyncMongoClient`` database or a motor
@@ -381,53 +382,6 @@ class MongoStore(ChangeTracker, ArtifactStreams, TaskNodes, TaskLeases, TaskRequ
         for task in tasks:
             task.nodes = nodes[task.task_id]
         return tasks
-
-    # -- batches and checkpoints -----------------------------------------------------
-
-    async def record_batch(
-        self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
-    ) -> bool:
-        """Count a batch once: True for the first record of ``batch_uid``, False after."""
-        await self._require(task_id)
-        await self.ensure_indexes()
-        key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
-        try:
-            await self._batches.insert_one({**key, "metrics": encode_keys(metrics)})
-        except DuplicateKeyError:
-            return False
-        self._bump(task_id)
-        return True
-
-    async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
-        cursor = self._batches.find({"task_id": task_id, "node_id": node_id}, _NO_ID)
-        docs = await cursor.to_list(length=None)
-        if not docs:
-            await self._require(task_id)
-        return {d["batch_uid"]: decode_keys(d.get("metrics", {})) for d in docs}
-
-    async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None:
-        await self._require(task_id)
-        await self.ensure_indexes()
-        await self._checkpoints.update_one(
-            {"task_id": task_id, "node_id": node_id}, {"$set": {"data": encode_keys(data)}}, upsert=True
-        )
-
-    async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None:
-        doc = await self._checkpoints.find_one({"task_id": task_id, "node_id": node_id}, _NO_ID)
-        if doc is None:
-            await self._require(task_id)
-            return None
-        data: dict[str, Any] = decode_keys(doc["data"])
-        return data
-
-    async def attempt_inputs(self, task_id: str, node_id: str) -> AttemptInputs:
-        """Three reads in one round trip's time."""
-        state, checkpoint, counted = await asyncio.gather(
-            self.node_state(task_id, node_id),
-            self.load_checkpoint(task_id, node_id),
-            self.batch_records(task_id, node_id),
-        )
-        return AttemptInputs(state, checkpoint, set(counted))
 
     # -- change notification -----------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""Batch records and checkpoints in MongoDB (part of MongoStore).
+
+``flowkit_batches`` holds one document per counted batch, unique per (task, node,
+batch uid): the first insert wins, so every batch is counted once whoever records it
+again; ``flowkit_checkpoints`` one document per (task, node), the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from .base import AttemptInputs
+from .mongo_keys import decode_keys, encode_keys
+from .mongo_nodes import TaskNodes
+
+_NO_ID = {"_id": 0}
+
+
+class BatchRecords(TaskNodes):
+    """The batch and checkpoint methods of :class:`~flowkit.store.mongo.MongoStore` (an
+    attempt's inputs include its node's state)."""
+
+    _batches: Any
+    _checkpoints: Any
+
+    async def _require(self, task_id: str) -> None:
+        raise NotImplementedError
+
+    async def ensure_indexes(self) -> None:
+        raise NotImplementedError
+
+    def _bump(self, task_id: str) -> None:
+        raise NotImplementedError
+
+    async def record_batch(
+        self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
+    ) -> bool:
+        """Count a batch once: True for the first record of ``batch_uid``, False after."""
+        await self._require(task_id)
+        await self.ensure_indexes()
+        key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
+        try:
+            await self._batches.insert_one({**key, "metrics": encode_keys(metrics)})
+        except DuplicateKeyError:
+            return False
+        self._bump(task_id)
+        return True
+
+    async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
+        cursor = self._batches.find({"task_id": task_id, "node_id": node_id}, _NO_ID)
+        docs = await cursor.to_list(length=None)
+        if not docs:
+            await self._require(task_id)
+        return {d["batch_uid"]: decode_keys(d.get("metrics", {})) for d in docs}
+
+    async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None:
+        await self._require(task_id)
+        await self.ensure_indexes()
+        await self._checkpoints.update_one(
+            {"task_id": task_id, "node_id": node_id}, {"$set": {"data": encode_keys(data)}}, upsert=True
+        )
+
+    async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None:
+        doc = await self._checkpoints.find_one({"task_id": task_id, "node_id": node_id}, _NO_ID)
+        if doc is None:
+            await self._require(task_id)
+            return None
+        data: dict[str, Any] = decode_keys(doc["data"])
+        return data
+
+    async def attempt_inputs(self, task_id: str, node_id: str) -> AttemptInputs:
+        """Three reads in one round trip's time."""
+        state, checkpoint, counted = await asyncio.gather(
+            self.node_state(task_id, node_id),
+            self.load_checkpoint(task_id, node_id),
+            self.batch_records(task_id, node_id),
+        )
+        return AttemptInputs(state, checkpoint, set(counted))
