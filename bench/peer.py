@@ -55,12 +55,34 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             process.wait()
 
 
+def _install_redis(logs: Path) -> str:
+    """Debian's redis-server, installed once (a fresh machine has none); it is not started
+    as a service here (no init system), only by :func:`redis_server`."""
+    if shutil.which("apt-get") is None:
+        raise RuntimeError("redis-server not found and no apt-get to install it: install Redis 7")
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
+    with open(logs / "apt.log", "ab") as log:
+        print("bench: installing Debian's redis-server (once)", file=sys.stderr)
+
+        def apt(argv: list[str]) -> int:
+            return subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+        status = apt(install)
+        if status != 0:  # stale package lists: refresh them once
+            apt(["apt-get", "update", "-q"])
+            status = apt(install)
+    binary = shutil.which("redis-server")
+    if status != 0 or binary is None:
+        raise RuntimeError(f"could not install redis-server with apt-get (log: {logs / 'apt.log'})")
+    return binary
+
+
 @contextmanager
 def redis_server(logs: Path) -> Iterator[str]:
     """A private redis-server on 127.0.0.1; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server not found: apt-get install -y redis-server")
+    binary = shutil.which("redis-server") or _install_redis(logs)
     port, workdir = free_port(), tempfile.mkdtemp(prefix="flowkit-bench-redis-")
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
                "--save", "", "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
