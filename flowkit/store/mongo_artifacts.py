@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .base import Artifact
 from .mongo_keys import decode_keys, encode_keys
+from .mongo_part import MongoStorePart
 
 _NO_ID = {"_id": 0}
 
@@ -26,20 +27,11 @@ def _artifact_from_doc(doc: dict[str, Any]) -> Artifact:
     return Artifact.model_validate({**doc, "meta": decode_keys(doc.get("meta", {}))})
 
 
-class ArtifactStreams:
+class ArtifactStreams(MongoStorePart):
     """The artifact methods of :class:`~flowkit.store.mongo.MongoStore`."""
 
     _artifacts: Any
     _sequences: Any
-
-    async def _require(self, task_id: str) -> None:
-        raise NotImplementedError
-
-    async def ensure_indexes(self) -> None:
-        raise NotImplementedError
-
-    def _bump(self, task_id: str) -> None:
-        raise NotImplementedError
 
     async def put_artifact(
         self, task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any]

@@ -26,15 +26,6 @@ class BatchRecords(TaskNodes):
     _batches: Any
     _checkpoints: Any
 
-    async def _require(self, task_id: str) -> None:
-        raise NotImplementedError
-
-    async def ensure_indexes(self) -> None:
-        raise NotImplementedError
-
-    def _bump(self, task_id: str) -> None:
-        raise NotImplementedError
-
     async def record_batch(
         self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
     ) -> bool:

@@ -38,20 +38,18 @@ from pymongo.errors import DuplicateKeyError
 
 from ..states import TERMINAL
 from .base import Fence
+from .mongo_part import MongoStorePart
 
 _NOT_TERMINAL = {"status": {"$nin": sorted(s.value for s in TERMINAL)}}
 
 
-class TaskLeases:
+class TaskLeases(MongoStorePart):
     """The ownership methods of :class:`~flowkit.store.mongo.MongoStore`."""
 
     _tasks: Any
     _claims: Any
     _coordinators: Any
     _known: set[str]
-
-    def _bump(self, task_id: str) -> None:
-        raise NotImplementedError
 
     async def _stamp_nodes(self, task_id: str, gen: str, token: int) -> None:
         raise NotImplementedError

@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError
 from ..errors import TaskNotFound
 from ..states import NodeStatus, State
 from .mongo_keys import decode_keys, encode_keys
+from .mongo_part import MongoStorePart
 
 _DUPLICATE_KEY = 11000
 BULK_LIMIT = 50
@@ -52,7 +53,7 @@ def _node_from_doc(doc: dict[str, Any]) -> NodeStatus:
     return NodeStatus.model_validate(decode_keys({k: v for k, v in doc.items() if k not in _NOT_NODE_STATUS}))
 
 
-class TaskNodes:
+class TaskNodes(MongoStorePart):
     """The node methods of :class:`~flowkit.store.mongo.MongoStore`."""
 
     _tasks: Any

@@ -21,16 +21,14 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from ..errors import TaskNotFound
+from .mongo_part import MongoStorePart
 
 
-class TaskRequests:
+class TaskRequests(MongoStorePart):
     """The request methods of :class:`~flowkit.store.mongo.MongoStore`."""
 
     _tasks: Any
     _cancels: Any
-
-    def _bump(self, task_id: str) -> None:
-        raise NotImplementedError
 
     async def request_cancel(self, task_id: str, reason: str) -> None:
         """Upsert the task's cancel request; the task document is not written."""

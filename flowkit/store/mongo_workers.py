@@ -21,6 +21,7 @@ from ..states import NodeError
 from .base import RunRecord, RunState
 from .fields import worker_state_paths
 from .mongo_keys import decode_keys, encode_keys, encode_path
+from .mongo_part import MongoStorePart
 
 _NO_ID = {"_id": 0}
 _PATH_NOT_VIABLE = 28  # MongoDB's code for a $set path through a value that is not a document
@@ -35,17 +36,11 @@ def _run_from_doc(doc: dict[str, Any]) -> RunRecord:
     return RunRecord.model_validate({**doc, "metrics": decode_keys(doc.get("metrics", {}))})
 
 
-class WorkerRecords:
+class WorkerRecords(MongoStorePart):
     """The runs and worker-state methods of :class:`~flowkit.store.mongo.MongoStore`."""
 
     _runs: Any
     _workers: Any
-
-    async def ensure_indexes(self) -> None:
-        raise NotImplementedError
-
-    async def _require(self, task_id: str) -> None:
-        raise NotImplementedError
 
     # -- runs ------------------------------------------------------------------------
 
