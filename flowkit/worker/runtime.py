@@ -244,15 +244,20 @@ class Worker:
             except TimeoutError:
                 await self._decline(delivery)
                 continue
+            # The attempt's inputs are read while it is claimed: one round trip less before
+            # the handler starts (a cancel the read misses reaches the run by signal or poll).
+            inputs = asyncio.ensure_future(self._attempt_inputs(delivery.message))
             try:
                 command = await self._accept(delivery)
             except BaseException:
+                _discard(inputs)
                 self._slots.release()
                 raise
             if command is None:
+                _discard(inputs)
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._run(delivery.message, command))
+            task = asyncio.create_task(self._run(delivery.message, command, inputs))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
 
@@ -328,10 +333,10 @@ class Worker:
             return claimed
         return False
 
-    async def _run(self, message: Envelope, cmd: RunCommand) -> None:
+    async def _run(self, message: Envelope, cmd: RunCommand, reading: asyncio.Future[AttemptInputs]) -> None:
         key = (message.task_id, message.node_id)
         try:
-            inputs = await self._attempt_inputs(message)
+            inputs = await reading
             if self._stopped_while_queued(message, inputs.state):
                 await self._report(message, "cancelled", Kind.CANCELLED, {})
                 return
@@ -521,3 +526,9 @@ class Worker:
                 kind.value,
                 exc,
             )
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Cancel a read no longer needed, and let its outcome go unreported."""
+    future.cancel()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
