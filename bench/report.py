@@ -3,72 +3,30 @@
 
 The plot draws the table's "ms/unit" column (cost per node, or per batch for
 streaming) against the size, one line per runtime, so it shows what the table says.
+The records and their JSON are ``records.py``'s; the targets' verdicts ``targets.py``'s.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-FLOOR = "asyncio floor"
-EMBEDDED = "FlowKit embedded"
-DISTRIBUTED = "FlowKit distributed"
-CELERY = "Celery + Redis"
-SERVICES = "services floor"
-RUNTIMES = (FLOOR, EMBEDDED, DISTRIBUTED, CELERY)
-
-SHAPES = {
-    "chain": "(a) chain of N no-op nodes",
-    "fan": "(b) N-wide fan-out + fan-in",
-    "streaming": "(c) 3-stage first_batch pipeline of N batches (middle stage rechunk:size)",
-    "scale": "(d) N concurrent tasks of 20 nodes",
-}
-COST = {"chain": "ms_per_node", "fan": "ms_per_node", "streaming": "ms_per_batch", "scale": "ms_per_node"}
-RATE = {"fan": "nodes_per_s", "streaming": "batches_per_s", "scale": "nodes_per_s"}
-
-
-@dataclass
-class Record:
-    runtime: str
-    shape: str
-    size: int
-    figures: dict[str, float]
-    runs: int = 1
-    spread: dict[str, list[float]] = field(default_factory=dict)
-    error: str = ""
-    """Why there are no figures ("did not finish within 240 s (…)", or the failure)."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
-@dataclass
-class Run:
-    command: str
-    date: str
-    machine: str
-    load: str
-    records: list[Record]
-    timeout_sec: float = 0.0
-
-    def find(
-        self, runtime: str, shape: str, size: int | None = None, *, failed: bool = False
-    ) -> Record | None:
-        """The measured record of ``runtime`` on ``shape`` (the smallest size unless
-        ``size``); with ``failed``, a record without figures too."""
-        found = sorted(
-            (r for r in self.records if r.runtime == runtime and r.shape == shape and (failed or r.ok)),
-            key=lambda r: r.size,
-        )
-        if size is not None:
-            found = [r for r in found if r.size == size]
-        return found[0] if found else None
-
-    def sizes(self, shape: str) -> list[int]:
-        return sorted({r.size for r in self.records if r.shape == shape})
+from records import (
+    CELERY,
+    COST,
+    DAGSTER,
+    DISTRIBUTED,
+    EMBEDDED,
+    FLOOR,
+    PREFECT,
+    RATE,
+    RUNTIMES,
+    SERVICES,
+    SHAPES,
+    Run,
+    read_json,
+    write_json,
+)
+from targets import targets
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -87,6 +45,10 @@ def _usage(figures: dict[str, float]) -> tuple[str, str]:
     if "coordinator_cpu_s" in figures:
         cpu = f"{_fmt(figures['coordinator_cpu_s'])} / {_fmt(figures['worker_cpu_s'])}"
         rss = f"{_fmt(figures['coordinator_peak_rss_mb'])} / {_fmt(figures['worker_peak_rss_mb'])}"
+        return cpu, rss
+    if "server_cpu_s" in figures:  # Prefect: the flow's process, and the API server it started
+        cpu = f"{_fmt(figures['process_cpu_s'])} + server {_fmt(figures['server_cpu_s'])}"
+        rss = f"{_fmt(figures['process_peak_rss_mb'])} + server {_fmt(figures['server_peak_rss_mb'])}"
         return cpu, rss
     if "process_cpu_s" in figures:
         return _fmt(figures["process_cpu_s"]), _fmt(figures["process_peak_rss_mb"])
@@ -134,115 +96,6 @@ def shape_table(run: Run, shape: str) -> list[str]:
     return [*lines, ""]
 
 
-def _cost(run: Run, runtime: str, shape: str) -> float | None:
-    record = run.find(runtime, shape)
-    return record.figures[COST[shape]] if record else None
-
-
-def _missing(run: Run, parts: list[tuple[str, str]]) -> str:
-    """Why a target could not be judged: the first failed record among ``parts``."""
-    for runtime, shape in parts:
-        if run.find(runtime, shape) is None:
-            failed = run.find(runtime, shape, failed=True)
-            if failed is not None:
-                return f"{runtime} {shape} N={failed.size:,}: {failed.error}"
-    return ""
-
-
-def targets(run: Run) -> list[tuple[str, str, str, bool | None]]:
-    """(target, measured, how, met) for each target of the issue this run measured; met is
-    None where a measurement it needs did not finish (the reason is in "how")."""
-    out: list[tuple[str, str, str, bool | None]] = []
-
-    def add(
-        name: str,
-        value: float | None,
-        limit: float,
-        how: str,
-        parts: list[tuple[str, str]],
-        at_most: bool = True,
-    ) -> None:
-        if value is None:
-            why = _missing(run, parts)
-            if why:
-                out.append((name, "not measured", why, None))
-            return
-        met = value <= limit if at_most else value >= limit
-        out.append((name, f"{value:,.2f}", how, met))
-
-    def over(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b else None
-
-    for shape, limit, words in (
-        ("chain", 5, "≤ 5×"),
-        ("fan", 15, "within 15×"),
-        ("streaming", 10, "within 10×"),
-    ):
-        add(
-            f"embedded {shape} {words} floor",
-            over(_cost(run, EMBEDDED, shape), _cost(run, FLOOR, shape)),
-            limit,
-            "× floor",
-            [(EMBEDDED, shape), (FLOOR, shape)],
-        )
-    dist_chain = _cost(run, DISTRIBUTED, "chain")
-    add(
-        "distributed chain ≤ Celery's",
-        over(dist_chain, _cost(run, CELERY, "chain")),
-        1,
-        "× Celery",
-        [(DISTRIBUTED, "chain"), (CELERY, "chain")],
-    )
-    kafka = run.find(SERVICES, "kafka")
-    add(
-        "distributed chain ≤ 1.3× two Kafka round trips",
-        over(dist_chain, 2 * kafka.figures["p50_ms"] if kafka else None),
-        1.3,
-        "× (2 × Kafka p50)",
-        [(DISTRIBUTED, "chain"), (SERVICES, "kafka")],
-    )
-    add(
-        "distributed fan-out ≥ 3× Celery's chord",
-        over(_cost(run, CELERY, "fan"), _cost(run, DISTRIBUTED, "fan")),
-        3,
-        "× Celery (throughput)",
-        [(DISTRIBUTED, "fan"), (CELERY, "fan")],
-        at_most=False,
-    )
-    stream = run.find(DISTRIBUTED, "streaming")
-    add(
-        "distributed ≥ 1,000 batches/s",
-        stream.figures["batches_per_s"] if stream else None,
-        1000,
-        "batches/s",
-        [(DISTRIBUTED, "streaming")],
-        at_most=False,
-    )
-    scales = sorted(
-        (r for r in run.records if r.runtime == DISTRIBUTED and r.shape == "scale"), key=lambda r: r.size
-    )
-    if scales:
-        biggest = next((r for r in reversed(scales) if r.ok), None)
-        if biggest is None:
-            out.append(
-                (
-                    "coordinator < 200 MB for 200 × 20",
-                    "not measured",
-                    _missing(run, [(DISTRIBUTED, "scale")]),
-                    None,
-                )
-            )
-        else:
-            add(
-                f"coordinator < 200 MB for 200 × 20 (measured at {biggest.size:,} × 20)",
-                biggest.figures["coordinator_peak_rss_mb"],
-                200,
-                "MB peak RSS",
-                [(DISTRIBUTED, "scale")],
-            )
-    return out
-
-
 def growth(run: Run) -> list[str]:
     """Cost per unit at twice the size over cost at the size: ≤ 1 means it grew no faster than the work."""
     lines = ["| shape | " + " | ".join(RUNTIMES) + " |", "|---|" + "---|" * len(RUNTIMES)]
@@ -272,7 +125,8 @@ def markdown(run: Run, plot_name: str) -> str:
         "",
         f"![cost against size]({plot_name})",
         "",
-        "Medians of the runs (asyncio floor, embedded and Celery: as many runs as `--repeat`; "
+        "Medians of the runs (asyncio floor, embedded, Celery, Prefect and Dagster: as many runs as "
+        "`--repeat`; "
         "distributed: one run per size, each on fresh processes)"
         + (f"; each measurement had {run.timeout_sec:.0f} s to finish." if run.timeout_sec else "."),
         "",
@@ -310,7 +164,14 @@ def plot(run: Run, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    styles = {FLOOR: "k:", EMBEDDED: "C0-", DISTRIBUTED: "C1-", CELERY: "C3--"}
+    styles = {
+        FLOOR: "k:",
+        EMBEDDED: "C0-",
+        DISTRIBUTED: "C1-",
+        CELERY: "C3--",
+        PREFECT: "C4-.",
+        DAGSTER: "C5-.",
+    }
     for ax, shape in zip(axes.flat, SHAPES, strict=True):
         for runtime in RUNTIMES:
             points = sorted(
@@ -346,24 +207,6 @@ def plot(run: Run, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_json(run: Run, directory: Path) -> Path:
-    """results.json, written after every measurement (atomically: a reader never sees half)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "results.json"
-    data: dict[str, Any] = asdict(run)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    partial.replace(path)
-    return path
-
-
-def read_json(path: Path) -> Run:
-    """A run back from its results.json (``report.py results.json`` redraws the table and plot)."""
-    data = json.loads(path.read_text())
-    data["records"] = [Record(**r) for r in data["records"]]
-    return Run(**data)
 
 
 def write(run: Run, directory: Path) -> dict[str, Path]:

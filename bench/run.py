@@ -1,4 +1,4 @@
-"""FlowKit against the machine's floor and against Celery + Redis, in one run.
+"""FlowKit against the machine's floor and against Celery + Redis, Prefect and Dagster, in one run.
 
     .venv/bin/python bench/run.py [--quick] [--only embedded|distributed|peer] [--repeat N]
                                   [--timeout SEC]
@@ -7,8 +7,11 @@ Every shape of ``shapes.py`` at its size and at twice it: on the embedded runtim
 (next to the asyncio floor), on the distributed runtime (a coordinator and a worker
 process over the test Kafka and MongoDB-protocol server, next to the raw Kafka and
 ``find_one_and_update`` floor) and on Celery 5 + Redis (Redis started here on
-loopback, stopped after). The distributed half starts the test services with
-``scripts/testenv up kafka ferretdb`` (left running: they are shared).
+loopback, stopped after); the chain and the fan also on Prefect 3.9 and Dagster 1.13
+in-process (``inprocess_peers.py``: their own virtualenv, ``bench/.peers-venv``, made
+on first use). The distributed half starts the test services with
+``scripts/testenv up kafka ferretdb`` (left running: they are shared). ``--only peer``
+runs Celery, Prefect and Dagster.
 
 Every measurement runs in a fresh process with a deadline (``--timeout``): one that
 does not finish in time is stopped, with its processes, and reported as "did not
@@ -35,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from isolate import Figures, MeasurementError, measure
-from report import CELERY, DISTRIBUTED, EMBEDDED, FLOOR, SERVICES, Record, Run, write, write_json
+from isolate import Figures, MeasurementError, MeasurementFailed, measure
+from records import CELERY, DISTRIBUTED, EMBEDDED, FLOOR, SERVICES, Record, Run, write_json
+from report import write
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -123,6 +127,31 @@ def peer_steps(quick: bool, runs: int, peer: Any) -> list[Step]:
                 Step(CELERY, shape, size, lambda t, n, s=shape, z=size: peer.measure(s, z, t, n), runs)
             )
     return steps
+
+
+def inprocess_peer_steps(quick: bool, runs: int, logs: Path) -> list[Step]:
+    """Prefect and Dagster in-process on the chain and the fan; their virtualenv is made
+    on first use (if that fails, every one of these steps fails with the reason)."""
+    from inprocess_peers import PEERS, SHAPES, VENV, peers_python, run_in_venv, versions
+
+    cases = [(peer, shape, size) for peer in PEERS for shape in SHAPES for size in sizes(shape, quick)]
+    try:
+        python = str(peers_python(logs))
+        print(f"bench: {versions(Path(python))} in {VENV}", file=sys.stderr)
+    except (RuntimeError, subprocess.CalledProcessError) as failed:
+        return [Step(peer.runtime, shape, size, _failing(str(failed)), 1) for peer, shape, size in cases]
+    steps = []
+    for peer, shape, size in cases:
+        run = isolated(run_in_venv, peer.name, shape, size, python, str(logs))
+        steps.append(Step(peer.runtime, shape, size, run, runs))
+    return steps
+
+
+def _failing(reason: str) -> Callable[[float, Callable[[str], None]], Figures]:
+    def fail(timeout: float, on_note: Callable[[str], None]) -> Figures:
+        raise MeasurementFailed(reason)
+
+    return fail
 
 
 def median(runs: list[Figures]) -> tuple[Figures, dict[str, list[float]]]:
@@ -262,6 +291,9 @@ def main() -> None:
                 with CeleryPeer(logs / "celery") as peer:
                     steps = peer_steps(args.quick, runs, peer)
                     runner.execute(steps, progress.add_task("Celery", total=sum(s.runs for s in steps)))
+                steps = inprocess_peer_steps(args.quick, runs, logs)
+                total = sum(s.runs for s in steps)
+                runner.execute(steps, progress.add_task("Prefect, Dagster", total=total))
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: writing what was measured")
