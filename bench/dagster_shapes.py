@@ -69,10 +69,11 @@ def fan_job(width: int) -> JobDefinition:
     return _job(f"fan_{width}", dependencies)
 
 
-def _run(job: JobDefinition) -> None:
+def _run(job: JobDefinition) -> dict[str, float]:
     result = job.execute_in_process(instance=INSTANCE)
     if not result.success:
         raise RuntimeError(f"Dagster run {result.run_id} of job {job.name} did not succeed")
+    return {}
 
 
 def warm_up() -> None:
@@ -80,7 +81,7 @@ def warm_up() -> None:
     _run(chain_job(1))
 
 
-def prepare(shape: str, size: int) -> Callable[[], None]:
+def prepare(shape: str, size: int) -> Callable[[], dict[str, float]]:
     """What the clock times: one ``execute_in_process`` of ``shape`` at ``size``."""
     jobs = {"chain": chain_job, "fan": fan_job}
     if shape not in jobs:

@@ -17,8 +17,8 @@ Prefect
     ``PREFECT_API_DATABASE_CONNECTION_URL``) SQLite in that directory, which is where
     the default points too, set so that it cannot be anywhere else;
     ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` and ``DO_NOT_TRACK=1``: no usage events
-    (the one outside call a default run makes; this machine reaches no analytics
-    service, and it is not orchestration work). Nothing else: logging stays at its
+    sent out (this machine reaches no analytics service, and sending them is not
+    orchestration work). Nothing else: logging stays at its
     defaults (INFO to the console, and task run logs sent to the API, as a user's run
     does), only the console is this measurement's log file.
 Dagster
@@ -50,7 +50,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 VENV = BENCH_DIR / ".peers-venv"
 REQUIREMENTS = ("prefect==3.9.*", "dagster==1.13.*")
 SHAPES = ("chain", "fan")
-"""The shapes the peers run: streaming has no equivalent (see peer.py), scale is left to Celery."""
+"""The shapes the peers run: the issue's lead is per node on these two (streaming has no
+equivalent, see peer.py)."""
 
 
 def _prefect_settings(home: Path) -> dict[str, str]:
@@ -124,12 +125,11 @@ def run_in_venv(peer: str, shape: str, size: int, python: str, logs: str) -> Fig
     settings = next(p.settings for p in PEERS if p.name == peer)
     log_path = Path(logs) / "peers" / f"{peer}-{shape}-{size}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [python, str(BENCH_DIR / "inprocess_run.py"), peer, shape, str(size)]
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DAGSTER_"))}
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryDirectory(prefix=f"flowkit-bench-{peer}-") as home, open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [*command, str(write_fd)],
+            [python, str(BENCH_DIR / "inprocess_run.py"), peer, shape, str(size), str(write_fd)],
             cwd=BENCH_DIR,
             env=inherited | settings(Path(home)),
             stdout=log,

@@ -12,8 +12,8 @@ sets them beside FlowKit's:
 
 - ``ms_per_node`` (the fan also ``nodes_per_s``, over its N + 2 nodes): wall clock;
 - ``one_node_run_ms``: a run of one node, timed just before (after the warm-up): what
-  a run costs whatever its size (Prefect's is about 1 s: a flow run joins its
-  heartbeat thread on exit, which wakes once a second);
+  a run costs whatever its size (Prefect's is about 1 s, see ``prefect_shapes.py``);
+- whatever the peer's run adds (Prefect: ``in_flow_ms_per_node``);
 - ``process_cpu_s``: this process's CPU seconds during the timed run;
 - ``process_peak_rss_mb``: this process's peak RSS, imports included (as embedded's);
 - ``server_cpu_s``, ``server_peak_rss_mb``: the same for this process's children
@@ -91,10 +91,11 @@ def settle() -> None:
         before = now
 
 
-def _timed(run: Callable[[], None]) -> float:
+def _timed(run: Callable[[], dict[str, float]]) -> tuple[float, dict[str, float]]:
+    """Seconds ``run`` took, and the figures of its own it gave."""
     started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
+    own = run()
+    return time.perf_counter() - started, own
 
 
 def measure(peer: str, shape: str, size: int, say: Callable[..., None]) -> dict[str, float]:
@@ -104,17 +105,18 @@ def measure(peer: str, shape: str, size: int, say: Callable[..., None]) -> dict[
     module.warm_up()
     say(note="waiting for the peer's processes to go quiet")
     settle()
-    one_node_ms = _timed(module.prepare("chain", 1)) * 1000
+    one_node_ms = _timed(module.prepare("chain", 1))[0] * 1000
     settle()
     run = module.prepare(shape, size)
     say(note=f"running {shape} N={size:,}")
     servers = children()
     server_cpu, cpu = cpu_s(servers), time.process_time()
-    elapsed = _timed(run)
+    elapsed, own = _timed(run)
     nodes = size if shape == "chain" else size + 2
     figures = {"ms_per_node": elapsed * 1000 / nodes}
     if shape == "fan":
         figures["nodes_per_s"] = nodes / elapsed
+    figures |= own
     figures["one_node_run_ms"] = one_node_ms
     figures["process_cpu_s"] = time.process_time() - cpu
     figures["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
