@@ -129,8 +129,9 @@ def targets(run: Run) -> list[Target]:
 
 def peer_lead(run: Run) -> list[Target]:
     """Prefect's and Dagster's cost per node over embedded's, on the chain and the fan at
-    each size both ran: one row, met if every ratio is at least ``PEER_LEAD``; none if
-    this run measured neither embedded nor a peer."""
+    each size both ran: one row, met if every ratio is at least ``PEER_LEAD`` (missed if
+    one is not, whatever did not finish); none unless this run measured embedded and a
+    peer on the same shape and size."""
     cells, ratios, unjudged = [], [], []
     for peer in (PREFECT, DAGSTER):
         for shape in ("chain", "fan"):
@@ -153,6 +154,8 @@ def peer_lead(run: Run) -> list[Target]:
     how = "× (peer ms/node ÷ embedded ms/node)"
     if unjudged:
         how += "; not measured: " + ", ".join(unjudged)
-    met = None if unjudged else min(ratios) >= PEER_LEAD
+    met: bool | None = None if unjudged else True
+    if ratios and min(ratios) < PEER_LEAD:
+        met = False  # missed already, whatever did not finish
     name = f"embedded ≥ {PEER_LEAD:.0f}× faster per node than Prefect / Dagster"
     return [(name, "; ".join(cells) or "not measured", how, met)]
