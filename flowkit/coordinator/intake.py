@@ -37,8 +37,11 @@ class StatusIntake:
     def on_status(self, run: TaskRun, msg: Envelope) -> None:
         sched, now, node_id = run.scheduler, time.time(), msg.node_id
         node = sched.nodes.get(node_id)
-        if node is None or msg.attempt != node.attempt:
-            return  # a stale attempt (zombie worker, late or replayed message): changes nothing
+        if node is None or msg.attempt != node.attempt or node.state.terminal:
+            # A stale attempt (zombie worker, late or replayed message), or a node that has
+            # ended: a batch report a producer delivered late, after its send had timed out
+            # (a broker restart), must not count again once the node's count is final.
+            return
         apply = self.executor.apply
         if msg.kind == Kind.ACCEPTED:
             self._accepted(run, node_id, now + self.cfg.worker_lease_ttl_sec)

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine_support import Recorder, Source, wait_event
+from engine_support import Recorder, Source, wait_event, wait_for
 
 from flowkit import LocalRuntime
+from flowkit.protocol import STATUS_TOPIC, Envelope, Kind
 from flowkit.states import State
 from flowkit.worker.handlers.base import Batch, BatchResult, Handler, RunContext
 
@@ -295,3 +296,36 @@ class Relay(Handler):
     async def process_batch(self, batch: Batch, ctx: RunContext) -> BatchResult:
         await ctx.artifacts_writer.upsert_partial(batch.batch_uid, batch.payload["meta"])
         return BatchResult()
+
+
+async def test_status_reports_of_a_finished_node_replayed_while_its_task_runs_change_nothing() -> None:
+    """A batch report can arrive after its node finished (a producer delivers a send that
+    timed out once the broker is back): the node's count is final by then."""
+    gate = Gate()
+    graph = {
+        "nodes": [
+            {"node_id": "src", "type": "source"},
+            {"node_id": "after", "type": "gate", "depends_on": ["src"]},
+        ]
+    }
+    async with LocalRuntime({"source": Source(count=3), "gate": gate}) as rt:
+        task_id = await rt.submit(graph)
+        await wait_for(lambda: "after" in gate.release, timeout=30)  # its handler runs
+        assert (await rt.coordinator.get_status(task_id)).nodes["src"].status == State.FINISHED
+        late = [
+            Envelope(
+                kind=Kind.BATCH_DONE,
+                task_id=task_id,
+                node_id="src",
+                attempt=1,
+                worker_id="late",
+                payload={"batch_uid": uid, "metrics": {"rows": 2}},
+            )
+            for uid in ("b0", "b1", "b2", "b9")
+        ]
+        for message in late:  # before "after" can finish: one task's status keeps its order
+            await rt.coordinator.bus.publish(STATUS_TOPIC, message)
+        gate.gate("after").set()
+        status = await rt.coordinator.wait_task(task_id, timeout=30)
+    assert status.status == State.FINISHED
+    assert (status.nodes["src"].batches, status.nodes["src"].metrics) == (3, {"rows": 6})
