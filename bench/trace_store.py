@@ -23,6 +23,18 @@ from typing import Any
 from pymongo import monitoring
 
 
+def _filter_of(command: Any) -> dict[str, Any]:
+    """The query of a command (its first, for a batch of updates or deletes): on FerretDB
+    a filter on ``_id`` is an index search and any other a scan, so the trace tells them apart."""
+    for field in ("filter", "query", "q"):
+        if isinstance(command.get(field), dict):
+            return dict(command[field])
+    for field in ("updates", "deletes"):
+        if command.get(field):
+            return dict(command[field][0].get("q") or {})
+    return {}
+
+
 class StoreTrace(monitoring.CommandListener):
     def __init__(self) -> None:
         self.count: dict[str, int] = defaultdict(int)
@@ -32,7 +44,8 @@ class StoreTrace(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:  # type: ignore[override]
         target = event.command.get(event.command_name)
         collection = target if isinstance(target, str) else ""
-        self._names[event.request_id] = f"{event.command_name} {collection}".strip()
+        keys = ",".join(sorted(_filter_of(event.command)))
+        self._names[event.request_id] = f"{event.command_name} {collection} {keys and 'by ' + keys}".strip()
 
     def _ended(self, event: Any) -> None:
         name = self._names.pop(event.request_id, event.command_name)

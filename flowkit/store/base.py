@@ -19,7 +19,7 @@ whole document, so two concurrent writers of one document lose each other's chan
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -211,8 +211,12 @@ class Store(Protocol):
         """Take an attempt: True if this worker holds it now (first claim, or its own again)."""
         ...
 
-    async def renew_runs(self, worker_id: str, lease_sec: float, now: float) -> int:
-        """Extend the lease of every running attempt of ``worker_id``; return how many."""
+    async def renew_runs(
+        self, worker_id: str, runs: Iterable[tuple[str, str, int]], lease_sec: float, now: float
+    ) -> int:
+        """Extend the leases ``worker_id`` holds on ``runs`` ((task id, node id, attempt)
+        each); return how many it still held. Named, not all of the worker's: an attempt
+        an earlier process of the same worker id left running is not kept alive."""
         ...
 
     async def end_run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,13 +283,21 @@ class MemoryStore(ChangeTracker):
         runs[node_id, attempt] = run.model_copy(update={"lease_until": now + lease_sec})
         return True
 
-    async def renew_runs(self, worker_id: str, lease_sec: float, now: float) -> int:
+    async def renew_runs(
+        self, worker_id: str, runs: Iterable[tuple[str, str, int]], lease_sec: float, now: float
+    ) -> int:
         renewed = 0
-        for entry in self._tasks.values():
-            for key, run in entry.runs.items():
-                if run.worker_id == worker_id and run.state == "running":
-                    entry.runs[key] = run.model_copy(update={"lease_until": now + lease_sec})
-                    renewed += 1
+        for task_id, node_id, attempt in runs:
+            entry = self._tasks.get(task_id)
+            run = entry.runs.get((node_id, attempt)) if entry is not None else None
+            if (
+                entry is not None
+                and run is not None
+                and run.worker_id == worker_id
+                and run.state == "running"
+            ):
+                entry.runs[(node_id, attempt)] = run.model_copy(update={"lease_until": now + lease_sec})
+                renewed += 1
         return renewed
 
     async def end_run(

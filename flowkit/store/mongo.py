@@ -216,7 +216,12 @@ class MongoStore(ChangeTracker, ArtifactStreams, BatchRecords, TaskLeases, TaskR
         # last: it makes them live (a creation cut short leaves only unreachable records).
         # As JSON text: FerretDB stores no nested arrays, and graphs have them (edges).
         await self._graphs.insert_one(
-            {"_id": graph_doc_id(task_id, gen), "task_id": task_id, "graph": json.dumps(graph)}
+            {
+                "_id": graph_doc_id(task_id, gen),
+                "task_id": task_id,
+                "graph": json.dumps(graph),
+                "node_ids": sorted(status.nodes),  # the node documents, each read by its _id
+            }
         )
         await self._insert_nodes(task_id, gen, list(status.nodes.values()), fence)
         doc = encode_keys(
@@ -246,9 +251,9 @@ class MongoStore(ChangeTracker, ArtifactStreams, BatchRecords, TaskLeases, TaskR
         status = _task_from_doc(doc)
         gen = self._gens[task_id] = str(doc["order"])
         nodes, requests = await asyncio.gather(
-            self._nodes_of({task_id: gen}), self._requests_of(task_id, doc.get("order"))
+            self._task_nodes(task_id, gen), self._requests_of(task_id, doc.get("order"))
         )
-        status.nodes = nodes[task_id]
+        status.nodes = nodes
         status.cancel_requested = requests.get("reason")
         status.suspend_requested = requests.get("suspend")
         return status

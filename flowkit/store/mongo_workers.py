@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError, WriteError
 
 from ..states import NodeError
@@ -67,11 +68,19 @@ class WorkerRecords(MongoStorePart):
             return bool(result.matched_count)
         return True
 
-    async def renew_runs(self, worker_id: str, lease_sec: float, now: float) -> int:
+    async def renew_runs(
+        self, worker_id: str, runs: Iterable[tuple[str, str, int]], lease_sec: float, now: float
+    ) -> int:
+        """One bulk write of updates by ``_id`` (a filter on ``worker_id`` alone scans on FerretDB)."""
+        renewal = {"$set": {"lease_until": now + lease_sec}}
+        requests = [
+            UpdateOne({"_id": _run_id(*run), "worker_id": worker_id, "state": "running"}, renewal)
+            for run in runs
+        ]
+        if not requests:
+            return 0
         # matched, not modified: a renewal to the same instant is still a held attempt.
-        result = await self._runs.update_many(
-            {"worker_id": worker_id, "state": "running"}, {"$set": {"lease_until": now + lease_sec}}
-        )
+        result = await self._runs.bulk_write(requests, ordered=False)
         return int(result.matched_count)
 
     async def end_run(

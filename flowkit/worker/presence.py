@@ -85,7 +85,8 @@ class Presence:
         runs = w.active_runs
         if runs:
             async with w.run_writes:
-                await w.store.renew_runs(w.worker_id, w.cfg.lease_ttl_sec, now)
+                held = [(run.task_id, run.node_id, run.attempt) for run in runs]
+                await w.store.renew_runs(w.worker_id, held, w.cfg.lease_ttl_sec, now)
             # Bounded: with the broker away, the next renewal in the store must not wait for it.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(

@@ -298,21 +298,25 @@ async def test_an_ended_run_is_not_claimed_again(store: Store) -> None:
     assert await store.claim_run("t1", ODD, 1, "w2", 30, now=102.0) is False
 
 
-async def test_renew_runs_extends_every_running_attempt_of_the_worker(store: Store, peer: Store) -> None:
+async def test_renew_runs_extends_the_named_attempts_the_worker_still_holds(
+    store: Store, peer: Store
+) -> None:
     await tasks_created(store, "t1", "t2")
     for task_id, node_id, worker_id in [("t1", ODD, "w1"), ("t2", ODD, "w1"), ("t1", "extract", "w1")]:
         assert await store.claim_run(task_id, node_id, 1, worker_id, 30, now=100.0)
     assert await peer.claim_run("t2", "extract", 1, "w2", 30, now=100.0)
     assert await store.end_run("t1", "extract", 1, "w1", "finished", now=110.0)
+    named = [("t1", ODD, 1), ("t1", "extract", 1), ("t2", "extract", 1), ("t2", "missing", 1), ("t9", ODD, 1)]
 
-    assert await store.renew_runs("w1", 30, now=200.0) == 2
-    assert await store.renew_runs("w1", 30, now=200.0) == 2, "renewed to the same instant: still held"
-    assert await store.renew_runs("nobody", 30, now=200.0) == 0
+    assert await store.renew_runs("w1", named, 30, now=200.0) == 1, "ended, another's, unknown: not held"
+    assert await store.renew_runs("w1", named, 30, now=200.0) == 1, "renewed to the same instant: still held"
+    assert await store.renew_runs("w1", [], 30, now=200.0) == 0
+    assert await store.renew_runs("nobody", named, 30, now=200.0) == 0
     leases = {(r.task_id, r.node_id): r.lease_until for t in ("t1", "t2") for r in await store.get_runs(t)}
     assert leases == {
         ("t1", ODD): 230.0,
         ("t1", "extract"): 130.0,
-        ("t2", ODD): 230.0,
+        ("t2", ODD): 130.0,  # w1's, but not named: an earlier process's attempt is left to expire
         ("t2", "extract"): 130.0,
     }
 
