@@ -21,11 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..config import CoordinatorConfig
 from ..graph import validate_graph
-from ..store.base import Fence, Store
+from ..store.base import Fence, RunRecord, Store
 from .executor import Executor
 from .intake import StatusIntake
 from .scheduler import Scheduler
@@ -86,10 +86,14 @@ class Leases:
         run = TaskRun(spec, Scheduler(spec), status, fence, buffered=[])
         self.tasks[task_id] = run
         try:
-            records = {(r.node_id, r.attempt): r for r in await self.store.get_runs(task_id)}
-            for node_id, saved in status.nodes.items():
-                if not saved.status.terminal and saved.attempts > 0:
-                    run.seen_batches[node_id] = set(await self.store.batch_records(task_id, node_id))
+            in_flight = [
+                (n, saved.attempts)
+                for n, saved in status.nodes.items()
+                if not saved.status.terminal and saved.attempts > 0
+            ]
+            records = await self._run_records(task_id, in_flight)
+            for node_id, _ in in_flight:
+                run.seen_batches[node_id] = set(await self.store.batch_records(task_id, node_id))
         except BaseException:
             self.tasks.pop(task_id, None)
             raise
@@ -153,6 +157,14 @@ class Leases:
                 except Exception as exc:
                     log.warning("task %s: checking its attempts failed: %s", run.task_id, exc)
 
+    async def _run_records(
+        self, task_id: str, attempts: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], RunRecord]:
+        """The run records of these (node id, attempt)s that exist, each read by its key."""
+        keys = list(attempts)
+        found = await asyncio.gather(*(self.store.get_run(task_id, n, a) for n, a in keys))
+        return {key: record for key, record in zip(keys, found, strict=True) if record is not None}
+
     async def check_attempts(self, run: TaskRun) -> None:
         if run.dropped or run.ended or run.buffered is not None:
             return
@@ -161,7 +173,8 @@ class Leases:
         unaccepted = [n for n, sent in run.sent_at.items() if sent + self.cfg.accept_timeout_sec < now]
         if not expired and not unaccepted:
             return
-        records = {(r.node_id, r.attempt): r for r in await self.store.get_runs(run.task_id)}
+        attempts = {n: run.scheduler.nodes[n].attempt for n in {*expired, *unaccepted}}
+        records = await self._run_records(run.task_id, attempts.items())
         for node_id in expired:
             attempt = run.scheduler.nodes[node_id].attempt
             record = records.get((node_id, attempt))

@@ -236,6 +236,11 @@ class Store(Protocol):
 
     async def get_runs(self, task_id: str) -> list[RunRecord]: ...
 
+    async def get_run(self, task_id: str, node_id: str, attempt: int) -> RunRecord | None:
+        """One attempt's record (None if no worker claimed it): a read by key, where
+        ``get_runs`` reads every attempt of the task."""
+        ...
+
     # -- worker states (the seed's ``worker_states`` collection) --
     async def set_worker_state(self, worker_id: str, fields: dict[str, Any]) -> None:
         """Upsert the worker's document, setting ``fields`` (dotted paths allowed)."""

@@ -327,6 +327,10 @@ class MemoryStore(ChangeTracker):
         runs = self._entry(task_id).runs
         return [runs[key].model_copy(deep=True) for key in sorted(runs)]
 
+    async def get_run(self, task_id: str, node_id: str, attempt: int) -> RunRecord | None:
+        run = self._entry(task_id).runs.get((node_id, attempt))
+        return run.model_copy(deep=True) if run is not None else None
+
     # -- worker states --
     async def set_worker_state(self, worker_id: str, fields: dict[str, Any]) -> None:
         paths = worker_state_paths(fields)

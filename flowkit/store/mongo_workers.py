@@ -118,6 +118,13 @@ class WorkerRecords(MongoStorePart):
             await self._require(task_id)
         return [_run_from_doc(d) for d in docs]
 
+    async def get_run(self, task_id: str, node_id: str, attempt: int) -> RunRecord | None:
+        doc = await self._runs.find_one({"_id": _run_id(task_id, node_id, attempt)})
+        if doc is None:
+            await self._require(task_id)
+            return None
+        return _run_from_doc(doc)
+
     # -- worker states ---------------------------------------------------------------
 
     async def set_worker_state(self, worker_id: str, fields: dict[str, Any]) -> None:

@@ -284,7 +284,10 @@ def _start(ctx: Context, exe: Path, home: Path, port: int) -> None:
     argv = [
         str(exe),
         "--handler=sqlite",
-        f"--sqlite-url=file:{home / 'data'}/",
+        # WAL without an fsync per commit: a commit survives the server's crash (the fault
+        # tests kill it), as MongoDB's default write concern does between journal flushes.
+        # With a sync per commit every write waited on the disk (an update's p50 3.2 ms, 1.5 without).
+        f"--sqlite-url=file:{home / 'data'}/?_pragma=synchronous(normal)",
         f"--listen-addr=127.0.0.1:{port}",
         "--telemetry=disable",
         f"--state-dir={home}",

@@ -181,6 +181,7 @@ async def test_checkpoints_save_replace_and_load(store: Store) -> None:
         lambda s: s.claim_run("missing", "extract", 1, "w1", 30.0, 100.0),
         lambda s: s.end_run("missing", "extract", 1, "w1", "finished", now=100.0),
         lambda s: s.get_runs("missing"),
+        lambda s: s.get_run("missing", "extract", 1),
     ],
     ids=[
         "update_task",
@@ -198,6 +199,7 @@ async def test_checkpoints_save_replace_and_load(store: Store) -> None:
         "claim_run",
         "end_run",
         "get_runs",
+        "get_run",
     ],
 )
 async def test_an_unknown_task_raises_task_not_found(store: Store, call: object) -> None:

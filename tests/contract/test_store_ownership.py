@@ -356,6 +356,21 @@ async def test_get_runs_sorts_by_node_then_attempt(store: Store) -> None:
     assert [(r.node_id, r.attempt) for r in runs] == [("a", 2), ("a", 10), ("b", 1), ("b", 2)]
 
 
+async def test_get_run_reads_one_attempt_by_its_key(store: Store) -> None:
+    await tasks_created(store, "t1", "t2")
+    for task_id, node_id, attempt, worker_id in [
+        ("t1", "a", 1, "w1"),
+        ("t1", "a", 2, "w2"),
+        ("t2", "a", 2, "w3"),
+    ]:
+        await store.claim_run(task_id, node_id, attempt, worker_id, 30, now=100.0)
+    run = await store.get_run("t1", "a", 2)
+    assert run is not None and (run.task_id, run.node_id, run.attempt, run.worker_id) == ("t1", "a", 2, "w2")
+    assert run == next(r for r in await store.get_runs("t1") if r.attempt == 2)
+    assert await store.get_run("t1", "a", 3) is None
+    assert await store.get_run("t1", "b", 1) is None
+
+
 # -- worker states -------------------------------------------------------------------
 
 
