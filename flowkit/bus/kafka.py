@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,8 @@ from .kafka_acks import CommittingListener, OffsetCommitter, PartitionAcks
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+TOPIC_METADATA_TIMEOUT_SEC = 10.0
+TOPIC_METADATA_POLL_SEC = 0.05
 SECURITY_OPTIONS = frozenset(
     {
         "security_protocol",
@@ -345,8 +348,29 @@ class KafkaBus:
                     if code not in (0, TOPIC_ALREADY_EXISTS):
                         detail = rest[0] if rest and rest[0] else f"error code {code}"
                         raise KafkaError(f"could not create topic '{topic}': {detail}")
+                await self._until_known(missing)
                 self._topics.update(missing)
         return names
+
+    async def _until_known(self, topics: list[str]) -> None:
+        """Return once the broker's metadata has every topic with a leader for each
+        partition: a client that asks about a topic created a moment ago is told it does
+        not exist, and aiokafka logs that as an error ("not found in cluster metadata")."""
+        assert self._admin is not None
+        deadline = time.monotonic() + TOPIC_METADATA_TIMEOUT_SEC
+        pending = set(topics)
+        while pending:
+            for topic in await self._admin.describe_topics(sorted(pending)):
+                partitions = topic.get("partitions") or []
+                if topic.get("error_code") == 0 and partitions and all(p["leader"] >= 0 for p in partitions):
+                    pending.discard(topic["topic"])
+            if pending and time.monotonic() > deadline:
+                log.warning(
+                    "topics %s still without leaders after %.0fs", sorted(pending), TOPIC_METADATA_TIMEOUT_SEC
+                )
+                return
+            if pending:
+                await asyncio.sleep(TOPIC_METADATA_POLL_SEC)
 
     # -- messages ------------------------------------------------------------------
 

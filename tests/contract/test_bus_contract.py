@@ -239,6 +239,29 @@ async def test_kafka_bus_start_is_loud_when_misused_and_stop_is_safe_twice(
         KafkaBus(kafka_bootstrap, sasl_pasword="typo")
 
 
+@pytest.mark.integration
+async def test_subscribing_to_topics_just_created_logs_no_error(
+    kafka_bootstrap: str, kafka_topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic is created on first use; a client asking about it before the broker's
+    metadata has it is told it does not exist, and aiokafka logs that as an error
+    (what every fresh installation's first `flowkit submit --wait` printed)."""
+    from flowkit.bus.kafka import KafkaBus
+
+    bus = KafkaBus(kafka_bootstrap, namespace=kafka_topic_prefix)
+    await bus.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiokafka"):
+            for topic in ("fresh.a.v1", "fresh.b.v1"):
+                sub = await bus.subscribe([topic], group=None)
+                await sub.close()
+            group_sub = await bus.subscribe(["fresh.c.v1"], group="fresh-group")
+            await group_sub.close()
+    finally:
+        await bus.stop()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
+
+
 async def committed(kit: BusKit, bootstrap: str, group: str) -> dict[int, int | None]:
     """The group's committed position on each partition of TOPIC, as the broker has it."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
