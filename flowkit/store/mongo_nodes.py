@@ -36,6 +36,8 @@ from .mongo_part import MongoStorePart
 
 _DUPLICATE_KEY = 11000
 BULK_LIMIT = 50
+NODE_READS_BY_ID = 64
+"""The largest task whose nodes are read one by one by ``_id`` (see ``_task_nodes``)."""
 """Updates per bulk request: FerretDB 1.24 (SQLite) never answers an ``update`` command
 of more than about 100 statements (measured: 80 answered in 0.13 s, 102 not in 20 s)."""
 _NOT_NODE_STATUS = ("_id", "task_id", "gen", "fence")
@@ -142,9 +144,12 @@ class TaskNodes(MongoStorePart):
             await self._nodes.bulk_write(requests[start : start + BULK_LIMIT], ordered=False)
 
     async def _task_nodes(self, task_id: str, gen: str) -> dict[str, NodeStatus]:
-        """One task's nodes, each read by its ``_id``."""
+        """One task's nodes: each read by its ``_id`` for a task of up to
+        ``NODE_READS_BY_ID`` nodes, else in one read by ``task_id`` (a thousand round
+        trips per read would cost more than FerretDB's scan, and on MongoDB it is one
+        indexed query either way)."""
         node_ids = await self._listed_node_ids(task_id, gen)
-        if node_ids is None:
+        if node_ids is None or len(node_ids) > NODE_READS_BY_ID:
             return (await self._nodes_of({task_id: gen}))[task_id]
         reads = (self._nodes.find_one({"_id": node_doc_id(task_id, gen, n)}) for n in sorted(node_ids))
         nodes = {

@@ -178,3 +178,13 @@ async def store(store_db: Any) -> Store:
     mongo = MongoStore(store_db)
     await mongo.ensure_indexes()
     return mongo
+
+
+@pytest.fixture
+def peer(store: Store, store_db: Any) -> Store:
+    """The same backend as another process sees it (in memory: the one shared store)."""
+    if store_db is None:
+        return store
+    from flowkit.store.mongo import MongoStore
+
+    return MongoStore(store_db)

@@ -40,6 +40,23 @@ async def test_a_task_round_trips_with_its_graph(store: Store) -> None:
     assert await store.get_graph("missing") is None
 
 
+@pytest.mark.parametrize("size", [3, 65, 130])
+async def test_every_node_of_a_task_of_any_size_is_read_with_its_writes_from_another_store(
+    store: Store, peer: Store, size: int
+) -> None:
+    """The MongoDB store reads a small task's nodes one by one and a large one's at once:
+    both ways give every node, as last written, to a store that did not create it."""
+    ids = tuple(f"n.{i}" for i in range(size))
+    await store.create_task(new_status("t1", ids), GRAPH)
+    await store.create_task(new_status("t2", ids[:2]), GRAPH)
+    await store.write_task("t1", {}, {ids[-1]: {"status": State.FINISHED, "batches": 7}})
+
+    task = await peer.get_task("t1")
+    assert task is not None and sorted(task.nodes) == sorted(ids)
+    assert (task.nodes[ids[-1]].status, task.nodes[ids[-1]].batches) == (State.FINISHED, 7)
+    assert all(task.nodes[n] == NodeStatus(node_id=n, type="etl") for n in ids[:-1])
+
+
 async def test_update_node_sets_only_the_given_fields_of_that_node(store: Store) -> None:
     await store.create_task(new_status("t1"), GRAPH)
     error = NodeError(code="boom", message="it broke", permanent=True)

@@ -18,16 +18,6 @@ from flowkit.store.base import Fence, RunRecord, Store
 from .test_store_contract import GRAPH, ODD, new_status, record_task_calls, stored_task
 
 
-@pytest.fixture
-def peer(store: Store, store_db: Any) -> Store:
-    """The same backend as another process sees it (in memory: the one shared store)."""
-    if store_db is None:
-        return store
-    from flowkit.store.mongo import MongoStore
-
-    return MongoStore(store_db)
-
-
 async def tasks_created(store: Store, *task_ids: str) -> None:
     for task_id in task_ids:
         assert await store.create_task(new_status(task_id), GRAPH)
