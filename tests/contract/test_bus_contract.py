@@ -240,7 +240,7 @@ async def test_kafka_bus_start_is_loud_when_misused_and_stop_is_safe_twice(
 
 
 @pytest.mark.integration
-async def test_subscribing_to_topics_just_created_logs_no_error(
+async def test_subscribing_to_topics_just_created_does_not_log_them_missing(
     kafka_bootstrap: str, kafka_topic_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A topic is created on first use; a client asking about it before the broker's
@@ -259,7 +259,10 @@ async def test_subscribing_to_topics_just_created_logs_no_error(
             await group_sub.close()
     finally:
         await bus.stop()
-    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
+    # Only that message: a partition whose leader is still loading may answer one fetch
+    # with NotLeaderForPartition, which aiokafka also logs, and retries.
+    unknown = [r.getMessage() for r in caplog.records if "not found in cluster metadata" in r.getMessage()]
+    assert unknown == []
 
 
 async def committed(kit: BusKit, bootstrap: str, group: str) -> dict[int, int | None]:
