@@ -36,10 +36,10 @@ from .mongo_part import MongoStorePart
 
 _DUPLICATE_KEY = 11000
 BULK_LIMIT = 50
-NODE_READS_BY_ID = 64
-"""The largest task whose nodes are read one by one by ``_id`` (see ``_task_nodes``)."""
 """Updates per bulk request: FerretDB 1.24 (SQLite) never answers an ``update`` command
 of more than about 100 statements (measured: 80 answered in 0.13 s, 102 not in 20 s)."""
+NODE_READS_BY_ID = 64
+"""The largest task whose nodes are read one by one by ``_id`` (see ``_task_nodes``)."""
 _NOT_NODE_STATUS = ("_id", "task_id", "gen", "fence")
 
 
@@ -152,12 +152,9 @@ class TaskNodes(MongoStorePart):
         if node_ids is None or len(node_ids) > NODE_READS_BY_ID:
             return (await self._nodes_of({task_id: gen}))[task_id]
         reads = (self._nodes.find_one({"_id": node_doc_id(task_id, gen, n)}) for n in sorted(node_ids))
-        nodes = {
+        return {
             node.node_id: node for node in map(_node_from_doc, filter(None, await asyncio.gather(*reads)))
         }
-        if len(nodes) == len(node_ids):
-            self._node_ids[gen] = node_ids
-        return nodes
 
     async def _listed_node_ids(self, task_id: str, gen: str) -> frozenset[str] | None:
         """The generation's node ids, as its graph document lists them (None for a task
@@ -170,7 +167,9 @@ class TaskNodes(MongoStorePart):
             graph = await self._graphs.find_one({"_id": graph_doc_id(task_id, gen)}, {"node_ids": 1})
             if graph is None or "node_ids" not in graph:
                 return None
-            node_ids = frozenset(graph["node_ids"])
+            # Kept like the ids found in documents: the graph and its nodes are written
+            # before the task document makes them live, and a graph never changes.
+            node_ids = self._node_ids[gen] = frozenset(graph["node_ids"])
         return node_ids
 
     async def _nodes_of(self, gens: dict[str, str]) -> dict[str, dict[str, NodeStatus]]:
