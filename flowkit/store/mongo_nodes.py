@@ -32,12 +32,9 @@ from pymongo.errors import BulkWriteError
 from ..errors import TaskNotFound
 from ..states import NodeStatus, State
 from .mongo_keys import decode_keys, encode_keys
-from .mongo_part import MongoStorePart
+from .mongo_part import MongoStorePart, bulk_update
 
 _DUPLICATE_KEY = 11000
-BULK_LIMIT = 50
-"""Updates per bulk request: FerretDB 1.24 (SQLite) never answers an ``update`` command
-of more than about 100 statements (measured: 80 answered in 0.13 s, 102 not in 20 s)."""
 NODE_READS_BY_ID = 64
 """The largest task whose nodes are read one by one by ``_id`` (see ``_task_nodes``)."""
 _NOT_NODE_STATUS = ("_id", "task_id", "gen", "fence")
@@ -120,11 +117,7 @@ class TaskNodes(MongoStorePart):
                 query["fence"] = {"$lte": token}
                 update["$set"]["fence"] = token
             requests.append(UpdateOne(query, update))
-        matched = 0
-        for start in range(0, len(requests), BULK_LIMIT):
-            result = await self._nodes.bulk_write(requests[start : start + BULK_LIMIT], ordered=False)
-            matched += int(result.matched_count)
-        return matched == len(requests)
+        return await bulk_update(self._nodes, requests) == len(requests)
 
     async def _stamp_nodes(self, task_id: str, gen: str, token: int) -> None:
         """Move every node of the task on to ``token``: a stale owner's writes are refused."""
@@ -140,8 +133,7 @@ class TaskNodes(MongoStorePart):
             )
             for n in sorted(node_ids)
         ]
-        for start in range(0, len(requests), BULK_LIMIT):
-            await self._nodes.bulk_write(requests[start : start + BULK_LIMIT], ordered=False)
+        await bulk_update(self._nodes, requests)
 
     async def _task_nodes(self, task_id: str, gen: str) -> dict[str, NodeStatus]:
         """One task's nodes: each read by its ``_id`` for a task of up to

@@ -22,7 +22,7 @@ from ..states import NodeError
 from .base import RunRecord, RunState
 from .fields import worker_state_paths
 from .mongo_keys import decode_keys, encode_keys, encode_path
-from .mongo_part import MongoStorePart
+from .mongo_part import MongoStorePart, bulk_update
 
 _NO_ID = {"_id": 0}
 _PATH_NOT_VIABLE = 28  # MongoDB's code for a $set path through a value that is not a document
@@ -77,11 +77,8 @@ class WorkerRecords(MongoStorePart):
             UpdateOne({"_id": _run_id(*run), "worker_id": worker_id, "state": "running"}, renewal)
             for run in runs
         ]
-        if not requests:
-            return 0
         # matched, not modified: a renewal to the same instant is still a held attempt.
-        result = await self._runs.bulk_write(requests, ordered=False)
-        return int(result.matched_count)
+        return await bulk_update(self._runs, requests)
 
     async def end_run(
         self,
