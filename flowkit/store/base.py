@@ -19,7 +19,7 @@ whole document, so two concurrent writers of one document lose each other's chan
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -66,6 +66,46 @@ class Fence:
 
 
 RunState = Literal["running", "finished", "failed", "cancelled", "released"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunClaim:
+    """A worker taking one attempt (:meth:`Store.claim_runs`)."""
+
+    task_id: str
+    node_id: str
+    attempt: int
+    worker_id: str
+    lease_sec: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A worker recording the outcome of an attempt it holds (:meth:`Store.end_runs`)."""
+
+    task_id: str
+    node_id: str
+    attempt: int
+    worker_id: str
+    state: RunState
+    now: float
+    metrics: dict[str, float] | None = None
+    error: NodeError | None = None
+
+    def __post_init__(self) -> None:
+        if self.state == "running":
+            raise ValueError("end_run needs a final state, not 'running'")
+
+
+@dataclass(frozen=True, slots=True)
+class CountedBatch:
+    """One batch to count once (:meth:`Store.record_batches`)."""
+
+    task_id: str
+    node_id: str
+    batch_uid: str
+    metrics: dict[str, float]
 
 
 class RunRecord(BaseModel):
@@ -196,6 +236,10 @@ class Store(Protocol):
     async def record_batch(
         self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
     ) -> bool: ...
+    async def record_batches(self, batches: Sequence[CountedBatch]) -> list[bool]:
+        """:meth:`record_batch` of each, in one round trip: True for each first record."""
+        ...
+
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]: ...
     async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None: ...
     async def load_checkpoint(self, task_id: str, node_id: str) -> dict[str, Any] | None: ...
@@ -209,6 +253,10 @@ class Store(Protocol):
         self, task_id: str, node_id: str, attempt: int, worker_id: str, lease_sec: float, now: float
     ) -> bool:
         """Take an attempt: True if this worker holds it now (first claim, or its own again)."""
+        ...
+
+    async def claim_runs(self, claims: Sequence[RunClaim]) -> list[bool]:
+        """:meth:`claim_run` of each, in one round trip (a worker's group commit)."""
         ...
 
     async def renew_runs(
@@ -231,7 +279,14 @@ class Store(Protocol):
         error: NodeError | None = None,
         now: float,
     ) -> bool:
-        """Record the outcome if ``worker_id`` still holds the running attempt."""
+        """Record the outcome if ``worker_id`` still holds the running attempt. True also
+        when the attempt ended just so already (the same state at the same ``now``: this
+        call again, after a lost answer); False when another outcome was recorded."""
+        ...
+
+    async def end_runs(self, ends: Sequence[RunEnd]) -> list[bool]:
+        """:meth:`end_run` of each, in one round trip: True for each outcome recorded
+        (False: not held by that worker, or its task is gone)."""
         ...
 
     async def get_runs(self, task_id: str) -> list[RunRecord]: ...

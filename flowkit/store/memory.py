@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeError, NodeStatus, State, TaskStatus, apply_fields
-from .base import Artifact, AttemptInputs, Fence, RunRecord, RunState
+from .base import Artifact, AttemptInputs, CountedBatch, Fence, RunClaim, RunEnd, RunRecord, RunState
 from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write, worker_state_paths
 
@@ -244,6 +244,11 @@ class MemoryStore(ChangeTracker):
         self._bump(task_id)
         return True
 
+    async def record_batches(self, batches: Sequence[CountedBatch]) -> list[bool]:
+        for task_id in dict.fromkeys(b.task_id for b in batches):
+            self._entry(task_id)  # raises before anything is counted
+        return [await self.record_batch(b.task_id, b.node_id, b.batch_uid, b.metrics) for b in batches]
+
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
         return dict(self._entry(task_id).batches.get(node_id, {}))
 
@@ -283,6 +288,14 @@ class MemoryStore(ChangeTracker):
         runs[node_id, attempt] = run.model_copy(update={"lease_until": now + lease_sec})
         return True
 
+    async def claim_runs(self, claims: Sequence[RunClaim]) -> list[bool]:
+        for task_id in dict.fromkeys(c.task_id for c in claims):
+            self._entry(task_id)
+        return [
+            await self.claim_run(c.task_id, c.node_id, c.attempt, c.worker_id, c.lease_sec, c.now)
+            for c in claims
+        ]
+
     async def renew_runs(
         self, worker_id: str, runs: Iterable[tuple[str, str, int]], lease_sec: float, now: float
     ) -> int:
@@ -316,11 +329,30 @@ class MemoryStore(ChangeTracker):
             raise ValueError("end_run needs a final state, not 'running'")
         runs = self._entry(task_id).runs
         run = runs.get((node_id, attempt))
-        if run is None or run.worker_id != worker_id or run.state != "running":
+        if run is None or run.worker_id != worker_id:
             return False
+        if run.state != "running":
+            return (run.state, run.ended_at) == (state, now)  # the same outcome again: a retry
         ended = {"state": state, "ended_at": now, "metrics": dict(metrics or {}), "error": error}
         runs[node_id, attempt] = run.model_copy(update=ended)
         return True
+
+    async def end_runs(self, ends: Sequence[RunEnd]) -> list[bool]:
+        for task_id in dict.fromkeys(e.task_id for e in ends):
+            self._entry(task_id)
+        return [
+            await self.end_run(
+                e.task_id,
+                e.node_id,
+                e.attempt,
+                e.worker_id,
+                e.state,
+                metrics=e.metrics,
+                error=e.error,
+                now=e.now,
+            )
+            for e in ends
+        ]
 
     async def get_runs(self, task_id: str) -> list[RunRecord]:
         """Sorted by node id, then attempt."""

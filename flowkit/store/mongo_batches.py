@@ -8,13 +8,13 @@ again; ``flowkit_checkpoints`` one document per (task, node), the last checkpoin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
-from .base import AttemptInputs
+from .base import AttemptInputs, CountedBatch
 from .mongo_keys import decode_keys, encode_keys
 from .mongo_nodes import TaskNodes
+from .mongo_part import insert_new
 
 _NO_ID = {"_id": 0}
 
@@ -30,15 +30,26 @@ class BatchRecords(TaskNodes):
         self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
     ) -> bool:
         """Count a batch once: True for the first record of ``batch_uid``, False after."""
-        await self._require(task_id)
+        return (await self.record_batches([CountedBatch(task_id, node_id, batch_uid, metrics)]))[0]
+
+    async def record_batches(self, batches: Sequence[CountedBatch]) -> list[bool]:
+        """One unordered ``insert_many``; a duplicate key is a batch counted before."""
+        for task_id in dict.fromkeys(b.task_id for b in batches):
+            await self._require(task_id)
         await self.ensure_indexes()
-        key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
-        try:
-            await self._batches.insert_one({**key, "metrics": encode_keys(metrics)})
-        except DuplicateKeyError:
-            return False
-        self._bump(task_id)
-        return True
+        docs = [
+            {
+                "task_id": b.task_id,
+                "node_id": b.node_id,
+                "batch_uid": b.batch_uid,
+                "metrics": encode_keys(b.metrics),
+            }
+            for b in batches
+        ]
+        recorded = await insert_new(self._batches, docs)
+        for task_id in dict.fromkeys(b.task_id for b, new in zip(batches, recorded, strict=True) if new):
+            self._bump(task_id)
+        return recorded
 
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
         cursor = self._batches.find({"task_id": task_id, "node_id": node_id}, _NO_ID)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from pymongo.errors import BulkWriteError
 
 BULK_LIMIT = 50
 """Updates per bulk request: FerretDB 1.24 (SQLite) never answers an ``update`` command
@@ -16,6 +19,23 @@ async def bulk_update(collection: Any, requests: list[Any]) -> int:
         result = await collection.bulk_write(requests[start : start + BULK_LIMIT], ordered=False)
         matched += int(result.matched_count)
     return matched
+
+
+_DUPLICATE_KEY = 11000
+
+
+async def insert_new(collection: Any, docs: Sequence[dict[str, Any]]) -> list[bool]:
+    """Insert ``docs`` in one unordered ``insert_many``; for each, True if it was inserted,
+    False if a document with its unique key exists already. Other errors raise."""
+    try:
+        await collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+            raise
+        duplicates = {int(error["index"]) for error in errors}
+        return [index not in duplicates for index in range(len(docs))]
+    return [True] * len(docs)
 
 
 class MongoStorePart:

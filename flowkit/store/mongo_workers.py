@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError, WriteError
 
 from ..states import NodeError
-from .base import RunRecord, RunState
+from .base import RunClaim, RunEnd, RunRecord, RunState
 from .fields import worker_state_paths
 from .mongo_keys import decode_keys, encode_keys, encode_path
-from .mongo_part import MongoStorePart, bulk_update
+from .mongo_part import MongoStorePart, bulk_update, insert_new
 
 _NO_ID = {"_id": 0}
 _PATH_NOT_VIABLE = 28  # MongoDB's code for a $set path through a value that is not a document
@@ -30,6 +30,34 @@ _PATH_NOT_VIABLE = 28  # MongoDB's code for a $set path through a value that is 
 
 def _run_id(task_id: str, node_id: str, attempt: int) -> str:
     return json.dumps([task_id, node_id, attempt])
+
+
+def _held_by(worker_id: str) -> dict[str, str]:
+    """The filter of a run ``worker_id`` still runs."""
+    return {"worker_id": worker_id, "state": "running"}
+
+
+def _claimed(claim: RunClaim) -> dict[str, Any]:
+    run = RunRecord(
+        task_id=claim.task_id,
+        node_id=claim.node_id,
+        attempt=claim.attempt,
+        worker_id=claim.worker_id,
+        lease_until=claim.now + claim.lease_sec,
+        accepted_at=claim.now,
+    )
+    return run.model_dump(mode="json")
+
+
+def _ended(end: RunEnd) -> dict[str, Any]:
+    return {
+        "$set": {
+            "state": end.state,
+            "ended_at": end.now,
+            "metrics": encode_keys(dict(end.metrics or {})),
+            "error": end.error.model_dump(mode="json") if end.error is not None else None,
+        }
+    }
 
 
 def _run_from_doc(doc: dict[str, Any]) -> RunRecord:
@@ -49,34 +77,29 @@ class WorkerRecords(MongoStorePart):
         self, task_id: str, node_id: str, attempt: int, worker_id: str, lease_sec: float, now: float
     ) -> bool:
         """First claim, or the same worker again (a redelivered command: its lease is renewed)."""
-        await self._require(task_id)
+        return (await self.claim_runs([RunClaim(task_id, node_id, attempt, worker_id, lease_sec, now)]))[0]
+
+    async def claim_runs(self, claims: Sequence[RunClaim]) -> list[bool]:
+        """One unordered ``insert_many``: the attempts nobody claimed are this worker's at once;
+        a duplicate key is a claim made before, this worker's again only if it still runs it."""
+        for task_id in dict.fromkeys(c.task_id for c in claims):
+            await self._require(task_id)
         await self.ensure_indexes()
-        key = _run_id(task_id, node_id, attempt)
-        run = RunRecord(
-            task_id=task_id,
-            node_id=node_id,
-            attempt=attempt,
-            worker_id=worker_id,
-            lease_until=now + lease_sec,
-            accepted_at=now,
-        )
-        try:
-            await self._runs.insert_one({"_id": key, **run.model_dump(mode="json")})
-        except DuplicateKeyError:
-            mine = {"_id": key, "worker_id": worker_id, "state": "running"}
-            result = await self._runs.update_one(mine, {"$set": {"lease_until": now + lease_sec}})
-            return bool(result.matched_count)
-        return True
+        docs = [{"_id": _run_id(c.task_id, c.node_id, c.attempt), **_claimed(c)} for c in claims]
+        taken = await insert_new(self._runs, docs)
+        return [new or await self._claimed_again(c) for c, new in zip(claims, taken, strict=True)]
+
+    async def _claimed_again(self, claim: RunClaim) -> bool:
+        mine = {"_id": _run_id(claim.task_id, claim.node_id, claim.attempt)} | _held_by(claim.worker_id)
+        result = await self._runs.update_one(mine, {"$set": {"lease_until": claim.now + claim.lease_sec}})
+        return bool(result.matched_count)
 
     async def renew_runs(
         self, worker_id: str, runs: Iterable[tuple[str, str, int]], lease_sec: float, now: float
     ) -> int:
         """One bulk write of updates by ``_id`` (a filter on ``worker_id`` alone scans on FerretDB)."""
         renewal = {"$set": {"lease_until": now + lease_sec}}
-        requests = [
-            UpdateOne({"_id": _run_id(*run), "worker_id": worker_id, "state": "running"}, renewal)
-            for run in runs
-        ]
+        requests = [UpdateOne({"_id": _run_id(*run)} | _held_by(worker_id), renewal) for run in runs]
         # matched, not modified: a renewal to the same instant is still a held attempt.
         return await bulk_update(self._runs, requests)
 
@@ -92,20 +115,31 @@ class WorkerRecords(MongoStorePart):
         error: NodeError | None = None,
         now: float,
     ) -> bool:
-        if state == "running":
-            raise ValueError("end_run needs a final state, not 'running'")
-        mine = {"_id": _run_id(task_id, node_id, attempt), "worker_id": worker_id, "state": "running"}
-        ended = {
-            "state": state,
-            "ended_at": now,
-            "metrics": encode_keys(dict(metrics or {})),
-            "error": error.model_dump(mode="json") if error is not None else None,
-        }
-        result = await self._runs.update_one(mine, {"$set": ended})
-        if not result.matched_count:
-            await self._require(task_id)
+        end = RunEnd(task_id, node_id, attempt, worker_id, state, now, metrics, error)
+        return (await self.end_runs([end]))[0]
+
+    async def end_runs(self, ends: Sequence[RunEnd]) -> list[bool]:
+        """One bulk write of conditional updates by ``_id``. When fewer matched than were
+        sent (a lease lapsed, a task deleted), each run's record says which were recorded:
+        an outcome of this worker's at this instant is its own."""
+        requests = [
+            UpdateOne({"_id": _run_id(e.task_id, e.node_id, e.attempt)} | _held_by(e.worker_id), _ended(e))
+            for e in ends
+        ]
+        if await bulk_update(self._runs, requests) == len(ends):
+            return [True] * len(ends)
+        return [await self._ended_as_asked(e) for e in ends]
+
+    async def _ended_as_asked(self, end: RunEnd) -> bool:
+        doc = await self._runs.find_one({"_id": _run_id(end.task_id, end.node_id, end.attempt)})
+        if doc is None:
+            await self._require(end.task_id)
             return False
-        return True
+        return (doc.get("worker_id"), doc.get("state"), doc.get("ended_at")) == (
+            end.worker_id,
+            end.state,
+            end.now,
+        )
 
     async def get_runs(self, task_id: str) -> list[RunRecord]:
         """Sorted by node id, then attempt."""

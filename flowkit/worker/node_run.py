@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import HandlerError, InputAdapterError
 from ..metrics import add_metrics, numeric_metrics
 from ..states import NodeError
+from ..store.base import CountedBatch
 from .adapters import ADAPTERS, ArtifactFeed, adapter_batches, check_adapter_args
 from .context import RunContext
 from .handlers.base import Batch, BatchResult, FinalizeResult, Handler
@@ -19,6 +20,8 @@ from .handlers.base import Batch, BatchResult, FinalizeResult, Handler
 log = logging.getLogger("flowkit.worker")
 
 BatchReporter = Callable[[str, dict[str, float]], Awaitable[None]]
+BatchCounter = Callable[[CountedBatch], Awaitable[bool]]
+"""Records a batch (True: its first record), e.g. the worker's group commit of them."""
 
 
 @dataclass
@@ -43,6 +46,7 @@ class NodeRun:
         io: dict[str, Any],
         feed: ArtifactFeed,
         report_batch: BatchReporter,
+        count_batch: BatchCounter,
         counted: set[str] | None = None,
     ) -> None:
         """``counted``: the batch uids earlier attempts recorded, if already read."""
@@ -51,6 +55,7 @@ class NodeRun:
         self.io = io
         self.feed = feed
         self.report_batch = report_batch
+        self.count_batch = count_batch
         self.counted = counted
         self._batch_records = 0
 
@@ -141,7 +146,7 @@ class NodeRun:
                     permanent=result.permanent,
                 )
             metrics = numeric_metrics(result.metrics)
-            if await ctx.store.record_batch(ctx.task_id, ctx.node_id, uid, metrics):
+            if await self.count_batch(CountedBatch(ctx.task_id, ctx.node_id, uid, metrics)):
                 ctx.processed_count += 1
                 self._batch_records += 1
                 add_metrics(ctx.metrics, metrics)

@@ -24,9 +24,10 @@ from ..config import WorkerConfig
 from ..errors import ConfigError
 from ..protocol import STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic, worker_group
 from ..states import NodeError, State
-from ..store.base import AttemptInputs, RunState, Store
+from ..store.base import AttemptInputs, RunClaim, RunEnd, RunState, Store
 from .adapters import ArtifactFeed
 from .context import ArtifactsWriter, RunContext
+from .group_commit import GroupCommit
 from .handlers.base import Handler
 from .node_run import NodeRun, Outcome
 from .presence import Presence
@@ -98,6 +99,10 @@ class Worker:
         self.run_writes = asyncio.Lock()
         """This worker's writes of run records, one at a time (a MongoDB-protocol server
         may apply updates of one document as read-modify-write: FerretDB does)."""
+        # The slots' claims, batch counts and outcomes, each kind in one bulk write per round.
+        self._claims = GroupCommit(self.store.claim_runs, self.run_writes)
+        self._ends = GroupCommit(self.store.end_runs, self.run_writes)
+        self._batch_counts = GroupCommit(self.store.record_batches)
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -244,22 +249,42 @@ class Worker:
             except TimeoutError:
                 await self._decline(delivery)
                 continue
-            # The attempt's inputs are read while it is claimed: one round trip less before
-            # the handler starts (a cancel the read misses reaches the run by signal or poll).
-            inputs = asyncio.ensure_future(self._attempt_inputs(delivery.message))
-            try:
-                command = await self._accept(delivery)
-            except BaseException:
-                _discard(inputs)
-                self._slots.release()
-                raise
-            if command is None:
-                _discard(inputs)
-                self._slots.release()
-                continue
-            task = asyncio.create_task(self._run(delivery.message, command, inputs))
+            # Claimed beside the intake of the next commands, so the claims of a burst go
+            # to the store together (one group commit) instead of one round trip each.
+            task = asyncio.create_task(self._accept_and_run(delivery))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
+
+    async def _accept_and_run(self, delivery: Delivery) -> None:
+        """In a slot already taken: claim, then run (or give the slot back)."""
+        # The attempt's inputs are read while it is claimed: one round trip less before
+        # the handler starts (a cancel the read misses reaches the run by signal or poll).
+        inputs = asyncio.ensure_future(self._attempt_inputs(delivery.message))
+        try:
+            command = await self._accept(delivery)
+        except BaseException as exc:
+            _discard(inputs)
+            self._slots.release()
+            if not isinstance(exc, Exception):
+                raise
+            log.exception(
+                "task %s node %s: could not take the command",
+                delivery.message.task_id,
+                delivery.message.node_id,
+            )
+            return
+        if command is None:
+            _discard(inputs)
+            self._slots.release()
+            return
+        if self._stopping:  # claimed while the worker began to stop: give it back at once
+            _discard(inputs)
+            try:
+                await self._report(delivery.message, "released", Kind.RELEASED, {"reason": "worker stopping"})
+            finally:
+                self._slots.release()
+            return
+        await self._run(delivery.message, command, inputs)
 
     async def _decline(self, delivery: Delivery) -> None:
         """Not claimed, so nothing to undo: say so (the coordinator sends it to another
@@ -304,8 +329,8 @@ class Worker:
     async def _claim(self, message: Envelope) -> bool:
         for attempt in range(CLAIM_TRIES):
             try:
-                async with self.run_writes:
-                    claimed = await self.store.claim_run(
+                claimed = await self._claims(
+                    RunClaim(
                         message.task_id,
                         message.node_id,
                         message.attempt,
@@ -313,6 +338,7 @@ class Worker:
                         self.cfg.lease_ttl_sec,
                         time.time(),
                     )
+                )
             except Exception as exc:  # the coordinator sends it again if we give up
                 log.warning(
                     "task %s node %s: claiming attempt %d failed (%s)",
@@ -347,6 +373,7 @@ class Worker:
                 cmd.io,
                 self._feed(ctx),
                 lambda uid, metrics: self._report_batch(message, uid, metrics),
+                self._batch_counts,
                 counted=inputs.counted,
             )
             job = asyncio.create_task(node_run.execute())
@@ -476,17 +503,17 @@ class Worker:
         error = None
         if kind == Kind.FAILED:
             error = NodeError.model_validate(payload)
-        async with self.run_writes:
-            ended = await self.store.end_run(
-                run.task_id,
-                run.node_id,
-                run.attempt,
-                self.worker_id,
-                state,
-                metrics=payload.get("metrics"),
-                error=error,
-                now=time.time(),
-            )
+        end = RunEnd(
+            run.task_id,
+            run.node_id,
+            run.attempt,
+            self.worker_id,
+            state,
+            time.time(),
+            payload.get("metrics"),
+            error,
+        )
+        ended = await self._ends(end)
         if not ended:
             log.info(
                 "task %s node %s attempt %d: no longer ours (lease lapsed); outcome %s not reported",

@@ -13,7 +13,7 @@ import pytest
 
 from flowkit.errors import LeaseLost, NodeNotFound, TaskNotFound
 from flowkit.states import NodeError, State
-from flowkit.store.base import Fence, RunRecord, Store
+from flowkit.store.base import CountedBatch, Fence, RunClaim, RunEnd, RunRecord, Store
 
 from .test_store_contract import GRAPH, ODD, new_status, record_task_calls, stored_task
 
@@ -359,6 +359,83 @@ async def test_get_run_reads_one_attempt_by_its_key(store: Store) -> None:
     assert run == next(r for r in await store.get_runs("t1") if r.attempt == 2)
     assert await store.get_run("t1", "a", 3) is None
     assert await store.get_run("t1", "b", 1) is None
+
+
+async def test_claim_runs_answers_each_claim_as_claim_run_would(store: Store) -> None:
+    await tasks_created(store, "t1", "t2")
+    assert await store.claim_run("t1", ODD, 1, "w2", 30, now=100.0)
+    assert await store.claim_run("t1", ODD, 2, "w1", 30, now=100.0)
+    claims = [
+        RunClaim("t1", ODD, 1, "w1", 30, now=110.0),  # w2's
+        RunClaim("t1", ODD, 2, "w1", 30, now=110.0),  # its own again: renewed
+        RunClaim("t1", ODD, 3, "w1", 30, now=110.0),  # new
+        RunClaim("t2", ODD, 1, "w1", 30, now=110.0),  # new, another task
+        RunClaim("t2", ODD, 1, "w3", 30, now=110.0),  # the same attempt, claimed just before
+    ]
+    assert await store.claim_runs(claims) == [False, True, True, True, False]
+    leases = {
+        (r.task_id, r.attempt): (r.worker_id, r.lease_until)
+        for t in ("t1", "t2")
+        for r in await store.get_runs(t)
+    }
+    assert leases == {
+        ("t1", 1): ("w2", 130.0),
+        ("t1", 2): ("w1", 140.0),
+        ("t1", 3): ("w1", 140.0),
+        ("t2", 1): ("w1", 140.0),
+    }
+    with pytest.raises(TaskNotFound):
+        await store.claim_runs(
+            [RunClaim("t1", ODD, 4, "w1", 30, now=120.0), RunClaim("t9", ODD, 1, "w1", 30, 120.0)]
+        )
+    assert await store.get_run("t1", ODD, 4) is None, "nothing claimed when a task is missing"
+
+
+async def test_end_runs_records_each_outcome_of_an_attempt_the_worker_holds(store: Store) -> None:
+    await tasks_created(store, "t1", "t2")
+    for task_id, attempt, worker_id in [("t1", 1, "w1"), ("t1", 2, "w2"), ("t2", 1, "w1")]:
+        assert await store.claim_run(task_id, ODD, attempt, worker_id, 30, now=100.0)
+    error = NodeError(code="boom", message="it broke")
+    ends = [
+        RunEnd("t1", ODD, 1, "w1", "finished", now=120.0, metrics={"rows": 2.0}),
+        RunEnd("t1", ODD, 2, "w1", "finished", now=120.0),  # w2's
+        RunEnd("t2", ODD, 1, "w1", "failed", now=120.0, error=error),
+        RunEnd("t2", ODD, 7, "w1", "finished", now=120.0),  # never claimed
+    ]
+    assert await store.end_runs(ends) == [True, False, True, False]
+    assert await store.end_runs(ends[:1]) == [True], "the same outcome again: a retry"
+    again = RunEnd("t1", ODD, 1, "w1", "finished", now=121.0)
+    assert await store.end_runs([again]) == [False], "ended already"
+    outcomes = {
+        (r.task_id, r.attempt): (r.state, r.metrics, r.error)
+        for t in ("t1", "t2")
+        for r in await store.get_runs(t)
+    }
+    assert outcomes == {
+        ("t1", 1): ("finished", {"rows": 2.0}, None),
+        ("t1", 2): ("running", {}, None),
+        ("t2", 1): ("failed", {}, error),
+    }
+    assert await store.end_runs([]) == []
+    with pytest.raises(ValueError):
+        RunEnd("t1", ODD, 2, "w2", "running", now=130.0)
+
+
+async def test_record_batches_counts_each_batch_once(store: Store) -> None:
+    await tasks_created(store, "t1", "t2")
+    assert await store.record_batch("t1", ODD, "b1", {"rows": 1.0})
+    batches = [
+        CountedBatch("t1", ODD, "b1", {"rows": 5.0}),  # counted before
+        CountedBatch("t1", ODD, "b2", {"rows": 2.0}),
+        CountedBatch("t1", ODD, "b2", {"rows": 9.0}),  # twice in one call: the first counts
+        CountedBatch("t2", ODD, "b1", {"rows": 3.0}),
+    ]
+    assert await store.record_batches(batches) == [False, True, False, True]
+    assert await store.batch_records("t1", ODD) == {"b1": {"rows": 1.0}, "b2": {"rows": 2.0}}
+    assert await store.batch_records("t2", ODD) == {"b1": {"rows": 3.0}}
+    with pytest.raises(TaskNotFound):
+        await store.record_batches([CountedBatch("t1", ODD, "b3", {}), CountedBatch("t9", ODD, "b1", {})])
+    assert "b3" not in await store.batch_records("t1", ODD)
 
 
 # -- worker states -------------------------------------------------------------------
