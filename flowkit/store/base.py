@@ -220,6 +220,10 @@ class Store(Protocol):
         ...
 
     async def node_state(self, task_id: str, node_id: str) -> State | None: ...
+    async def node_states(self, keys: Sequence[tuple[str, str]]) -> list[State | None]:
+        """:meth:`node_state` of each (task id, node id), in one round trip."""
+        ...
+
     async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
         """The ``limit`` most recently created tasks (in any of ``states``), oldest first,
         with ``cancel_requested`` left None (read one task's with :meth:`get_task`)."""

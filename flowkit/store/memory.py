@@ -196,6 +196,9 @@ class MemoryStore(ChangeTracker):
         node = entry.status.nodes.get(node_id) if entry else None
         return node.status if node else None
 
+    async def node_states(self, keys: Sequence[tuple[str, str]]) -> list[State | None]:
+        return [await self.node_state(task_id, node_id) for task_id, node_id in keys]
+
     async def list_tasks(self, states: set[State] | None = None, limit: int = 100) -> list[TaskStatus]:
         found = [e.status for e in self._tasks.values() if states is None or e.status.status in states]
         return [s.snapshot() for s in found[-limit:]]

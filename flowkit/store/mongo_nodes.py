@@ -21,22 +21,18 @@ document's too, docs/backends.md "Fencing").
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
 
 from ..errors import TaskNotFound
 from ..states import NodeStatus, State
 from .mongo_keys import decode_keys, encode_keys
-from .mongo_part import MongoStorePart, bulk_update
+from .mongo_part import IDS_PER_READ, MongoStorePart, bulk_update, find_by_ids, in_chunks, insert_new
 
-_DUPLICATE_KEY = 11000
-NODE_READS_BY_ID = 64
-"""The largest task whose nodes are read one by one by ``_id`` (see ``_task_nodes``)."""
 _NOT_NODE_STATUS = ("_id", "task_id", "gen", "fence")
 
 
@@ -97,11 +93,7 @@ class TaskNodes(MongoStorePart):
         if not docs:
             return
         self._node_ids[gen] = frozenset(node.node_id for node in nodes)
-        try:
-            await self._nodes.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+        await insert_new(self._nodes, docs)  # those a creation retried wrote already stay
 
     async def _write_nodes(
         self, task_id: str, gen: str, updates: dict[str, dict[str, Any]], token: int | None
@@ -122,31 +114,24 @@ class TaskNodes(MongoStorePart):
     async def _stamp_nodes(self, task_id: str, gen: str, token: int) -> None:
         """Move every node of the task on to ``token``: a stale owner's writes are refused."""
         node_ids = await self._listed_node_ids(task_id, gen)
+        stale = {"fence": {"$lt": token}}
         if node_ids is None:
-            await self._nodes.update_many(
-                {"task_id": task_id, "gen": gen, "fence": {"$lt": token}}, {"$set": {"fence": token}}
-            )
+            query = {"task_id": task_id, "gen": gen} | stale
+            await self._nodes.update_many(query, {"$set": {"fence": token}})
             return
-        requests = [
-            UpdateOne(
-                {"_id": node_doc_id(task_id, gen, n), "fence": {"$lt": token}}, {"$set": {"fence": token}}
-            )
-            for n in sorted(node_ids)
-        ]
-        await bulk_update(self._nodes, requests)
+        ids = [node_doc_id(task_id, gen, n) for n in sorted(node_ids)]
+        for chunk in in_chunks(ids, IDS_PER_READ):
+            await self._nodes.update_many({"_id": {"$in": list(chunk)}} | stale, {"$set": {"fence": token}})
 
     async def _task_nodes(self, task_id: str, gen: str) -> dict[str, NodeStatus]:
-        """One task's nodes: each read by its ``_id`` for a task of up to
-        ``NODE_READS_BY_ID`` nodes, else in one read by ``task_id`` (a thousand round
-        trips per read would cost more than FerretDB's scan, and on MongoDB it is one
-        indexed query either way)."""
+        """One task's nodes, in node id order, read by their ``_id``s (one round trip up
+        to ``IDS_PER_READ`` nodes)."""
         node_ids = await self._listed_node_ids(task_id, gen)
-        if node_ids is None or len(node_ids) > NODE_READS_BY_ID:
+        if node_ids is None:
             return (await self._nodes_of({task_id: gen}))[task_id]
-        reads = (self._nodes.find_one({"_id": node_doc_id(task_id, gen, n)}) for n in sorted(node_ids))
-        return {
-            node.node_id: node for node in map(_node_from_doc, filter(None, await asyncio.gather(*reads)))
-        }
+        docs = await find_by_ids(self._nodes, [node_doc_id(task_id, gen, n) for n in sorted(node_ids)])
+        nodes = {node.node_id: node for node in map(_node_from_doc, docs)}
+        return {node_id: nodes[node_id] for node_id in sorted(nodes)}
 
     async def _listed_node_ids(self, task_id: str, gen: str) -> frozenset[str] | None:
         """The generation's node ids, as its graph document lists them (None for a task
@@ -181,13 +166,21 @@ class TaskNodes(MongoStorePart):
         return nodes
 
     async def node_state(self, task_id: str, node_id: str) -> State | None:
-        """One read by ``_id`` (a second when the cached generation is stale)."""
+        return (await self.node_states([(task_id, node_id)]))[0]
+
+    async def node_states(self, keys: Sequence[tuple[str, str]]) -> list[State | None]:
+        """One read by ``_id``s; a second for the nodes not found, in case a task's cached
+        generation is stale (a task deleted and created again under its id)."""
+        states: dict[tuple[str, str], State] = {}
         for fresh in (False, True):
-            try:
-                gen = await self._gen(task_id, fresh=fresh)
-            except TaskNotFound:
-                return None
-            doc = await self._nodes.find_one({"_id": node_doc_id(task_id, gen, node_id)}, {"status": 1})
-            if doc is not None:
-                return State(doc["status"])
-        return None
+            wanted = [key for key in dict.fromkeys(keys) if key not in states]
+            gens: dict[str, str] = {}
+            for task_id in dict.fromkeys(task_id for task_id, _ in wanted):
+                with contextlib.suppress(TaskNotFound):
+                    gens[task_id] = await self._gen(task_id, fresh=fresh)
+            ids = {node_doc_id(t, gens[t], n): (t, n) for t, n in wanted if t in gens}
+            for doc in await find_by_ids(self._nodes, list(ids), {"status": 1}):
+                states[ids[doc["_id"]]] = State(doc["status"])
+            if len(states) == len(set(keys)):
+                break
+        return [states.get(key) for key in keys]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo.errors import BulkWriteError
 
@@ -12,13 +13,34 @@ BULK_LIMIT = 50
 of more than about 100 statements (measured: 80 answered in 0.13 s, 102 not in 20 s)."""
 
 
+IDS_PER_READ = 500
+"""``_id``s per ``{_id: {$in: [...]}}`` read (one index search each, on FerretDB too)."""
+
+T = TypeVar("T")
+
+
+def in_chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 async def bulk_update(collection: Any, requests: list[Any]) -> int:
     """Send unordered bulk writes of at most ``BULK_LIMIT`` requests; how many matched."""
     matched = 0
-    for start in range(0, len(requests), BULK_LIMIT):
-        result = await collection.bulk_write(requests[start : start + BULK_LIMIT], ordered=False)
+    for chunk in in_chunks(requests, BULK_LIMIT):
+        result = await collection.bulk_write(list(chunk), ordered=False)
         matched += int(result.matched_count)
     return matched
+
+
+async def find_by_ids(
+    collection: Any, ids: Sequence[str], projection: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The documents of ``ids`` that exist, in reads of ``IDS_PER_READ`` at once."""
+    reads = (
+        collection.find({"_id": {"$in": list(chunk)}}, projection).to_list(length=None)
+        for chunk in in_chunks(ids, IDS_PER_READ)
+    )
+    return [doc for docs in await asyncio.gather(*reads) for doc in docs]
 
 
 _DUPLICATE_KEY = 11000

@@ -1,4 +1,5 @@
-"""Group commit: writes asked for while one is in flight go together in the next one.
+"""Group commit: writes asked for while one is in flight go together in the next one
+(reads by key alike).
 
 A worker's slots claim, count batches and end attempts at the same moments (a fan-out
 hands it many commands at once). Each write is one round trip to MongoDB, and a

@@ -99,10 +99,12 @@ class Worker:
         self.run_writes = asyncio.Lock()
         """This worker's writes of run records, one at a time (a MongoDB-protocol server
         may apply updates of one document as read-modify-write: FerretDB does)."""
-        # The slots' claims, batch counts and outcomes, each kind in one bulk write per round.
+        # The slots' claims, batch counts, outcomes and node reads, each kind in one bulk
+        # request per round.
         self._claims = GroupCommit(self.store.claim_runs, self.run_writes)
         self._ends = GroupCommit(self.store.end_runs, self.run_writes)
         self._batch_counts = GroupCommit(self.store.record_batches)
+        self._node_reads = GroupCommit(self.store.node_states)
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -407,7 +409,7 @@ class Worker:
         number, so it has no checkpoint and no counted batch to read (reads that scan on
         FerretDB). Batch records stay exact without the set: the first record wins."""
         if message.attempt == 1:
-            return AttemptInputs(await self.store.node_state(message.task_id, message.node_id), None, set())
+            return AttemptInputs(await self._node_reads((message.task_id, message.node_id)), None, set())
         return await self.store.attempt_inputs(message.task_id, message.node_id)
 
     def _oldest_active(self) -> ActiveRun | None:

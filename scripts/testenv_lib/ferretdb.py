@@ -8,7 +8,7 @@ cached per version. FerretDB 1.24 takes one TCP listen address: it listens on
 127.0.0.1 for host clients (FLOWKIT_TEST_MONGO_URL), and Debian's socat relays HOST_IP
 to it for pods (FLOWKIT_TEST_MONGO_URL_POD), so host traffic never touches the bridge.
 
-Two things in FerretDB are changed before the build (``FIXES``), both so that a read or
+Three things in FerretDB are changed before the build (``FIXES``), all so that a read or
 write by ``_id`` is an index search, as on MongoDB:
 
 - its SQLite backend finds, updates and deletes by ``_id`` with
@@ -24,6 +24,9 @@ write by ``_id`` is an index search, as on MongoDB:
   scale shape, 0.65 s per bulk write of a task's nodes). The fix hands it down whenever
   the filter has a string or ObjectId ``_id``; FerretDB applies the whole filter to what
   comes back either way, so results are the same.
+- it hands down no ``{_id: {$in: [...]}}`` at all, so reading a task's nodes, or the nodes
+  a worker's slots start, in one query scanned the collection; the fix hands such a list
+  of strings or ObjectIds down as ``_id IN (...)`` (an index search per id).
 
 Stored data and indexes are unchanged, so a data directory of the released build works
 with it.
@@ -71,6 +74,30 @@ MODULE = "github.com/FerretDB/FerretDB"
 URL_VARIABLE = "FLOWKIT_TEST_MONGO_URL"
 POD_URL_VARIABLE = "FLOWKIT_TEST_MONGO_URL_POD"
 START_TIMEOUT = 30.0
+_ID_EQUALS = """\
+		case string, types.ObjectID:
+			whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
+			args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
+		}
+"""
+_ID_IN = """\
+		case *types.Document:
+			in, _ := v.(*types.Document).Get("$in")
+			if ids, ok := in.(*types.Array); ok && v.(*types.Document).Len() == 1 && ids.Len() > 0 {
+				marks, values := make([]string, 0, ids.Len()), make([]any, 0, ids.Len())
+				for i := 0; i < ids.Len(); i++ {
+					switch id := must.NotFail(ids.Get(i)); id.(type) {
+					case string, types.ObjectID:
+						marks = append(marks, "?")
+						values = append(values, string(must.NotFail(sjson.MarshalSingleValue(id))))
+					}
+				}
+				if len(marks) == ids.Len() {
+					whereClause = fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, strings.Join(marks, ", "))
+					args = values
+				}
+			}
+"""
 FIXES = (
     (
         Path("internal/backends/sqlite/metadata/metadata.go"),
@@ -84,9 +111,15 @@ FIXES = (
         "if params.Filter.Len() >= 1 {",
         2,
     ),
+    (  # in the query only (its explain still says no pushdown for $in)
+        Path("internal/backends/sqlite/collection.go"),
+        _ID_EQUALS,
+        _ID_EQUALS.removesuffix("\t\t}\n") + _ID_IN + "\t\t}\n",
+        1,
+    ),
 )
 """(file, the text as released, the text built, how often it occurs): see the docstring."""
-BUILD = f"{VERSION}-id-pushdown"
+BUILD = f"{VERSION}-id-in-pushdown"
 """The cached binary's name: the version and the change made to it."""
 
 
