@@ -93,7 +93,8 @@ _ID_IN = """\
 					}
 				}
 				if len(marks) == ids.Len() {
-					whereClause = fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, strings.Join(marks, ", "))
+					list := strings.Join(marks, ", ")
+					whereClause = fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, list)
 					args = values
 				}
 			}
