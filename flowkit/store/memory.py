@@ -248,8 +248,8 @@ class MemoryStore(ChangeTracker):
         return True
 
     async def record_batches(self, batches: Sequence[CountedBatch]) -> list[bool]:
-        for task_id in dict.fromkeys(b.task_id for b in batches):
-            self._entry(task_id)  # raises before anything is counted
+        for batch in batches:
+            self._entry(batch.task_id)  # raises before anything is counted
         return [await self.record_batch(b.task_id, b.node_id, b.batch_uid, b.metrics) for b in batches]
 
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
@@ -292,8 +292,8 @@ class MemoryStore(ChangeTracker):
         return True
 
     async def claim_runs(self, claims: Sequence[RunClaim]) -> list[bool]:
-        for task_id in dict.fromkeys(c.task_id for c in claims):
-            self._entry(task_id)
+        for claim in claims:
+            self._entry(claim.task_id)
         return [
             await self.claim_run(c.task_id, c.node_id, c.attempt, c.worker_id, c.lease_sec, c.now)
             for c in claims
@@ -341,8 +341,8 @@ class MemoryStore(ChangeTracker):
         return True
 
     async def end_runs(self, ends: Sequence[RunEnd]) -> list[bool]:
-        for task_id in dict.fromkeys(e.task_id for e in ends):
-            self._entry(task_id)
+        for end in ends:
+            self._entry(end.task_id)
         return [
             await self.end_run(
                 e.task_id,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from flowkit.worker.group_commit import GroupCommit, WriteInterrupted
+from flowkit.worker.group_commit import GroupCommit
 
 pytestmark = pytest.mark.unit
 
@@ -85,19 +85,31 @@ async def test_a_writer_cancelled_midway_leaves_no_one_waiting() -> None:
     assert writes.rounds == [[1], [2]]
 
 
-async def test_the_other_items_of_a_round_cut_short_learn_it_was_interrupted() -> None:
+async def test_a_caller_cancelled_before_its_round_is_not_written() -> None:
     writes = Writes()
-    first, others = await during_a_held_write(GroupCommit(writes.write_many), writes, 2, 3)
+    first, (second, third) = await during_a_held_write(GroupCommit(writes.write_many), writes, 2, 3)
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    writes.release.set()
+    assert (await first, await third) == (10, 30)
+    assert writes.rounds == [[1], [3]]
+
+
+async def test_a_caller_cancelled_during_its_round_leaves_the_others_their_results() -> None:
+    writes = Writes()
+    first, (second, third) = await during_a_held_write(GroupCommit(writes.write_many), writes, 2, 3)
     writes.started.clear()
-    first.cancel()
-    await writes.started.wait()  # round [2, 3], by one of them
-    leader = next(t for t in others if not t.done())
+    writes.release.set()  # lets the first round end, then holds the next
     writes.release.clear()
-    writes.started.clear()
-    leader.cancel()
-    results = await asyncio.gather(*others, return_exceptions=True)
-    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
-    assert sum(isinstance(r, WriteInterrupted) for r in results) == 1
+    assert await first == 10
+    await writes.started.wait()
+    second.cancel()
+    writes.release.set()
+    assert await third == 30
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert writes.rounds == [[1], [2, 3]]
 
 
 async def test_rounds_of_two_commits_sharing_a_lock_never_overlap() -> None:
