@@ -49,6 +49,8 @@ class TaskRun:
     node_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[tuple[str, Envelope]] = field(default_factory=list)
     flush_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    flushed_at: float = 0.0
+    """When its changes were last taken for a write (monotonic): progress waits a little."""
     after_flush: list[Callable[[], None]] = field(default_factory=list)
     """Effects that must follow the state written by the next flush (starting a coordinator
     function), like messages do."""

@@ -161,6 +161,7 @@ class MongoStore(ChangeTracker, ArtifactStreams, BatchRecords, TaskLeases, TaskR
         self._known: set[str] = set()  # tasks seen to exist (forgotten when deleted here)
         self._gens: dict[str, str] = {}  # task id → the generation of its nodes (mongo_nodes)
         self._node_ids: dict[str, frozenset[str]] = {}
+        self._last_seqs: dict[tuple[str, str], int] = {}  # mongo_artifacts
 
     # -- setup ---------------------------------------------------------------------
 
@@ -372,6 +373,8 @@ class MongoStore(ChangeTracker, ArtifactStreams, BatchRecords, TaskLeases, TaskR
         deleted: bool = (await self._tasks.delete_one({"_id": task_id})).deleted_count > 0
         self._known.discard(task_id)
         self._node_ids.pop(self._gens.pop(task_id, ""), None)
+        for stream in [s for s in self._last_seqs if s[0] == task_id]:
+            del self._last_seqs[stream]
         if deleted:
             self._bump(task_id)
         return deleted

@@ -159,6 +159,23 @@ async def test_concurrent_writers_get_distinct_seqs_without_gaps(store: Store) -
     assert all(a.seq == seq_of[a.batch_uid] for a in written)
 
 
+async def test_a_stream_continued_by_another_process_stays_gap_free(store: Store, peer: Store) -> None:
+    """Each writer keeps the last seq it gave and writes the shared hint only now and
+    then: a writer in another process meets the seqs taken since, never leaves a gap."""
+    await store.create_task(new_status("t1"), GRAPH)
+    for i in range(5):
+        await store.put_artifact("t1", ODD, f"a{i}", {})
+    for i in range(3):  # from a hint behind the stream
+        await peer.put_artifact("t1", ODD, f"p{i}", {})
+    await store.put_artifact("t1", ODD, "a5", {})  # from its own last seq, also behind now
+    assert (await peer.put_artifact("t1", ODD, "a2", {"again": 1})).seq == 3, "a batch stored keeps its seq"
+    await store.complete_artifacts("t1", ODD)
+    await peer.put_artifact("t1", ODD, "p3", {})
+    listed = await store.list_artifacts("t1", ODD)
+    assert [a.seq for a in listed] == list(range(1, 11))
+    assert [a.batch_uid for a in listed] == ["a0", "a1", "a2", "a3", "a4", "p0", "p1", "p2", "a5", "p3"]
+
+
 async def test_complete_artifacts_marks_only_that_nodes_artifacts(store: Store) -> None:
     await store.create_task(new_status("t1"), GRAPH)
     await store.put_artifact("t1", ODD, "b1", {})

@@ -329,3 +329,42 @@ async def test_status_reports_of_a_finished_node_replayed_while_its_task_runs_ch
         status = await rt.coordinator.wait_task(task_id, timeout=30)
     assert status.status == State.FINISHED
     assert (status.nodes["src"].batches, status.nodes["src"].metrics) == (3, {"rows": 6})
+
+
+class PacedSource(Handler):
+    """``count`` batches, one every 10 ms (the pace of a real source, not a synchronisation)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    async def iter_batches(self, input_data: dict[str, Any]) -> AsyncIterator[Batch]:
+        for i in range(self.count):
+            await asyncio.sleep(0.01)
+            yield Batch(batch_uid=f"b{i}", payload=i)
+
+    async def process_batch(self, batch: Batch, ctx: RunContext) -> BatchResult:
+        return BatchResult(metrics={"rows": 1})
+
+
+async def test_batch_progress_is_written_now_and_then_and_exactly_at_the_end() -> None:
+    async with LocalRuntime({"paced": PacedSource(40)}) as runtime:
+        store = runtime.coordinator.store
+        writes: list[dict[str, dict[str, Any]]] = []
+        write_task = store.write_task
+
+        async def counted(task_id: str, task_fields: Any, node_fields: Any, **kw: Any) -> None:
+            writes.append(node_fields)
+            await write_task(task_id, task_fields, node_fields, **kw)
+
+        store.write_task = counted  # type: ignore[method-assign]
+        status = await runtime.run({"nodes": [{"node_id": "s", "type": "paced"}]}, timeout=60)
+        stored = await store.get_task(status.task_id)
+
+    assert status.status == State.FINISHED
+    assert stored is not None and (stored.nodes["s"].batches, stored.nodes["s"].metrics) == (
+        40,
+        {"rows": 40.0},
+    )
+    # 40 batch reports over ~0.4 s: a write each before, now at most every 0.25 s
+    # beside the node's and the task's own state changes.
+    assert len(writes) <= 10, f"{len(writes)} writes for 40 batch reports"
