@@ -96,7 +96,7 @@ class Executor:
         state = action.fields.get("status")
         if state == State.FAILED:
             log.warning("task %s node %s failed: %s", run.task_id, action.node_id, action.fields.get("error"))
-        run.set_node(action.node_id, dict(action.fields))
+        run.set_node(action.node_id, dict(action.fields), may_wait=action.may_wait)
         if state in _LEAVES_ROLE:
             run.sent_at.pop(action.node_id, None)
             run.worker_lease.pop(action.node_id, None)

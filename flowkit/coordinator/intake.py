@@ -116,7 +116,7 @@ class StatusIntake:
         seen.add(uid)
         node = run.status.nodes[msg.node_id]
         metrics = add_metrics(dict(node.metrics), numeric_metrics(msg.payload.get("metrics")))
-        run.set_node(msg.node_id, {"batches": node.batches + 1, "metrics": metrics})
+        run.set_node(msg.node_id, {"batches": node.batches + 1, "metrics": metrics}, may_wait=True)
         self.executor.apply(run, run.scheduler.first_batch(msg.node_id, msg.attempt, now))
 
     def _finish(

@@ -32,13 +32,13 @@ from .taskrun import TaskRun
 log = logging.getLogger("flowkit.coordinator")
 
 RETRY_DELAY_SEC = 0.5
-PROGRESS_WRITE_SEC = 0.25
-"""A task whose only change is its nodes' progress (batch counts, metrics) is written at
-most this often: a streaming node reports every batch, and a write per report was the
-coordinator's largest load on the store. Nothing is lost by waiting: the batch records
-are the truth (an adopting coordinator recounts from them), and state changes, messages
-and the task's end are written at once, with any progress waiting."""
-PROGRESS_FIELDS = frozenset({"batches", "metrics"})
+LATE_WRITE_SEC = 0.25
+"""A task whose only changes are ones the workers' records already hold (nodes started,
+their batch counts, metrics and first batches) is written at most this often: a
+streaming node reports every batch, and a write per report was the coordinator's largest
+load on the store. Nothing is lost by waiting: an adopting coordinator rebuilds those from
+the run and batch records. Outcomes, dispatches, messages and the task's end are written
+at once, with whatever waited."""
 
 
 class Outbox:
@@ -87,7 +87,7 @@ class Outbox:
             # 20 tasks x 20 nodes ran at 9.4 nodes/s so, 5.0 with all flushes at once),
             # and what piles up meanwhile goes into the next, bigger flush.
             for run in dirty:
-                wait = self._progress_wait(run)
+                wait = self._late_wait(run)
                 if wait > 0:
                     self._defer(run, wait)
                     continue
@@ -95,13 +95,12 @@ class Outbox:
             if not self._dirty and not self._deferred:
                 self._idle.set()
 
-    def _progress_wait(self, run: TaskRun) -> float:
-        """How long the run's changes may wait: >0 only for progress alone, written recently."""
-        if self._draining or run.task_fields or run.outbox or run.after_flush or run.ended:
+    def _late_wait(self, run: TaskRun) -> float:
+        """How long the run's changes may wait: >0 only for changes that may (see
+        ``LATE_WRITE_SEC``) of a task written recently."""
+        if self._draining or run.urgent or run.task_fields or run.outbox or run.after_flush or run.ended:
             return 0.0
-        if any(fields.keys() - PROGRESS_FIELDS for fields in run.node_fields.values()):
-            return 0.0
-        return run.flushed_at + PROGRESS_WRITE_SEC - time.monotonic()
+        return run.flushed_at + LATE_WRITE_SEC - time.monotonic()
 
     def _defer(self, run: TaskRun, wait: float) -> None:
         if run not in self._deferred:
@@ -122,7 +121,7 @@ class Outbox:
             await sending
 
     async def drain(self, timeout: float) -> None:
-        """Wait until everything queued so far is flushed (clean stop), progress included."""
+        """Wait until everything queued so far is flushed (clean stop), what may wait too."""
         self._draining = True
         for run in list(self._deferred):
             self._undefer(run)

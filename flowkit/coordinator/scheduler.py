@@ -43,6 +43,9 @@ class StopRunning:
 class NodeChanged:
     node_id: str
     fields: dict[str, object]
+    may_wait: bool = False
+    """The store may learn it a little later (see ``Outbox``): what the worker's records
+    already hold (an attempt started, its first batch), never an outcome."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +116,14 @@ class Scheduler:
         fields: dict[str, object] = {"status": State.RUNNING, "worker_id": worker_id}
         if attempt == 1:
             fields["started_at"] = now
-        return [NodeChanged(node_id, fields)]
+        return [NodeChanged(node_id, fields, may_wait=True)]
 
     def first_batch(self, node_id: str, attempt: int, now: float = 0.0) -> list[Action]:
         node = self._current(node_id, attempt)
         if node is None or node.produced:
             return []
         node.produced = True
-        out: list[Action] = [NodeChanged(node_id, {"first_batch_at": now})]
+        out: list[Action] = [NodeChanged(node_id, {"first_batch_at": now}, may_wait=True)]
         for child_id in node.dependents:
             child = self.nodes[child_id]
             if child.streaming:

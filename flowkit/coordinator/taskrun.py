@@ -50,7 +50,9 @@ class TaskRun:
     outbox: list[tuple[str, Envelope]] = field(default_factory=list)
     flush_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flushed_at: float = 0.0
-    """When its changes were last taken for a write (monotonic): progress waits a little."""
+    """When its changes were last taken for a write (monotonic): changes that may wait do."""
+    urgent: bool = False
+    """A node change not taken for a write yet must be written at once (not ``may_wait``)."""
     after_flush: list[Callable[[], None]] = field(default_factory=list)
     """Effects that must follow the state written by the next flush (starting a coordinator
     function), like messages do."""
@@ -63,9 +65,11 @@ class TaskRun:
         apply_fields(self.status, fields)
         self.task_fields.update(fields)
 
-    def set_node(self, node_id: str, fields: dict[str, Any]) -> None:
+    def set_node(self, node_id: str, fields: dict[str, Any], *, may_wait: bool = False) -> None:
+        """``may_wait``: the store may learn this a little later (see ``Outbox``)."""
         apply_fields(self.status.nodes[node_id], fields)
         self.node_fields.setdefault(node_id, {}).update(fields)
+        self.urgent = self.urgent or not may_wait
 
     def send(self, topic: str, message: Envelope) -> None:
         self.outbox.append((topic, message))
@@ -77,6 +81,7 @@ class TaskRun:
     def take_unflushed(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[tuple[str, Envelope]]]:
         taken = (self.task_fields, self.node_fields, self.outbox)
         self.task_fields, self.node_fields, self.outbox = {}, {}, []
+        self.urgent = False
         return taken
 
     def take_commands(self) -> list[tuple[str, Envelope]]:
@@ -93,6 +98,7 @@ class TaskRun:
         outbox: list[tuple[str, Envelope]],
     ) -> None:
         """A flush failed: its changes go first, under what changed since."""
+        self.urgent = True
         self.task_fields = {**task_fields, **self.task_fields}
         for node_id, fields in node_fields.items():
             self.node_fields[node_id] = {**fields, **self.node_fields.get(node_id, {})}

@@ -10,7 +10,7 @@ from engine_support import Recorder, Source, wait_event, wait_for
 
 from flowkit import LocalRuntime
 from flowkit.protocol import STATUS_TOPIC, Envelope, Kind
-from flowkit.states import State
+from flowkit.states import State, TaskStatus
 from flowkit.worker.handlers.base import Batch, BatchResult, Handler, RunContext
 
 
@@ -346,8 +346,12 @@ class PacedSource(Handler):
         return BatchResult(metrics={"rows": 1})
 
 
-async def test_batch_progress_is_written_now_and_then_and_exactly_at_the_end() -> None:
-    async with LocalRuntime({"paced": PacedSource(40)}) as runtime:
+async def run_counting_writes(
+    handlers: dict[str, Handler], graph: dict[str, Any]
+) -> tuple[TaskStatus, TaskStatus | None, list[dict[str, dict[str, Any]]]]:
+    """The task's final status, as the coordinator and the store have it, and the node
+    fields of every task write the coordinator made."""
+    async with LocalRuntime(handlers) as runtime:
         store = runtime.coordinator.store
         writes: list[dict[str, dict[str, Any]]] = []
         write_task = store.write_task
@@ -357,8 +361,26 @@ async def test_batch_progress_is_written_now_and_then_and_exactly_at_the_end() -
             await write_task(task_id, task_fields, node_fields, **kw)
 
         store.write_task = counted  # type: ignore[method-assign]
-        status = await runtime.run({"nodes": [{"node_id": "s", "type": "paced"}]}, timeout=60)
-        stored = await store.get_task(status.task_id)
+        status = await runtime.run(graph, timeout=60)
+        return status, await store.get_task(status.task_id), writes
+
+
+async def test_a_chains_nodes_cost_the_coordinator_about_one_write_each() -> None:
+    chain = [
+        {"node_id": f"n{i}", "type": "noop", **({"depends_on": [f"n{i - 1}"]} if i else {})}
+        for i in range(10)
+    ]
+    status, stored, writes = await run_counting_writes({"noop": PacedSource(1)}, {"nodes": chain})
+    assert status.status == State.FINISHED and stored is not None
+    assert all(node.status == State.FINISHED and node.started_at for node in stored.nodes.values())
+    # Dispatched, started, batch counted, finished: the start and the count wait for the
+    # end (the worker's records hold them), and a node's end goes with the next dispatch.
+    assert len(writes) <= 14, f"{len(writes)} writes for 10 nodes"
+
+
+async def test_batch_progress_is_written_now_and_then_and_exactly_at_the_end() -> None:
+    graph = {"nodes": [{"node_id": "s", "type": "paced"}]}
+    status, stored, writes = await run_counting_writes({"paced": PacedSource(40)}, graph)
 
     assert status.status == State.FINISHED
     assert stored is not None and (stored.nodes["s"].batches, stored.nodes["s"].metrics) == (
