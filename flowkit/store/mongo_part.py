@@ -49,6 +49,8 @@ _DUPLICATE_KEY = 11000
 async def insert_new(collection: Any, docs: Sequence[dict[str, Any]]) -> list[bool]:
     """Insert ``docs`` in one unordered ``insert_many``; for each, True if it was inserted,
     False if a document with its unique key exists already. Other errors raise."""
+    if not docs:
+        return []  # insert_many refuses an empty list
     try:
         await collection.insert_many(list(docs), ordered=False)
     except BulkWriteError as exc:
