@@ -27,6 +27,7 @@ from ..states import NodeError, State
 from ..store.base import AttemptInputs, RunClaim, RunEnd, RunState, Store
 from .adapters import ArtifactFeed
 from .context import ArtifactsWriter, RunContext
+from .dedup import Attempt, TakenAttempts
 from .group_commit import GroupCommit
 from .handlers.base import Handler
 from .node_run import NodeRun, Outcome
@@ -108,6 +109,7 @@ class Worker:
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
+        self._taken = TakenAttempts(self.cfg.dedup_cache_size, self.cfg.dedup_ttl_ms / 1000)
         self.presence = Presence(self)
         self._started = False
         self._stopping = False
@@ -242,6 +244,11 @@ class Worker:
                 delivery = await anext(deliveries)
             except StopAsyncIteration:
                 return
+            attempt = _attempt_key(delivery.message)
+            if attempt in self._taken:  # a copy: it must not run again, nor wait for a slot
+                log.debug("task %s node %s attempt %d: taken here already, copy dropped", *attempt)
+                await delivery.ack()
+                continue
             # A slot after the message, not before: an idle role must not hold a slot that
             # another role's commands wait for. Meanwhile the command waits unacknowledged,
             # for a bounded time: then it is declined and the coordinator sends it elsewhere.
@@ -253,12 +260,20 @@ class Worker:
                 continue
             # Claimed beside the intake of the next commands, so the claims of a burst go
             # to the store together (one group commit) instead of one round trip each.
-            task = asyncio.create_task(self._accept_and_run(delivery))
+            self._taken.take(attempt)
+            task = asyncio.create_task(self._take(delivery, attempt))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
 
-    async def _accept_and_run(self, delivery: Delivery) -> None:
-        """In a slot already taken: claim, then run (or give the slot back)."""
+    async def _take(self, delivery: Delivery, attempt: Attempt) -> None:
+        ran = False
+        try:
+            ran = await self._accept_and_run(delivery)
+        finally:
+            self._taken.leave(attempt, ran)
+
+    async def _accept_and_run(self, delivery: Delivery) -> bool:
+        """In a slot already taken: claim, then run (or give the slot back). True: it ran here."""
         # The attempt's inputs are read while it is claimed: one round trip less before
         # the handler starts (a cancel the read misses reaches the run by signal or poll).
         inputs = asyncio.ensure_future(self._attempt_inputs(delivery.message))
@@ -274,19 +289,20 @@ class Worker:
                 delivery.message.task_id,
                 delivery.message.node_id,
             )
-            return
+            return False
         if command is None:
             _discard(inputs)
             self._slots.release()
-            return
+            return False
         if self._stopping:  # claimed while the worker began to stop: give it back at once
             _discard(inputs)
             try:
                 await self._report(delivery.message, "released", Kind.RELEASED, {"reason": "worker stopping"})
             finally:
                 self._slots.release()
-            return
+            return False
         await self._run(delivery.message, command, inputs)
+        return True
 
     async def _decline(self, delivery: Delivery) -> None:
         """Not claimed, so nothing to undo: say so (the coordinator sends it to another
@@ -555,6 +571,10 @@ class Worker:
                 kind.value,
                 exc,
             )
+
+
+def _attempt_key(message: Envelope) -> Attempt:
+    return message.task_id, message.node_id, message.attempt
 
 
 def _discard(future: asyncio.Future[Any]) -> None:

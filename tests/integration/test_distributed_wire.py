@@ -168,3 +168,28 @@ async def test_replaying_every_message_of_a_finished_task_changes_nothing(runtim
     assert after.summary() == before.summary()
     assert runtime["source"].processed[: len(processed)] == processed
     assert len(runtime["source"].processed) == len(processed) + 1  # only the marker's batch ran
+
+
+async def test_a_run_command_delivered_again_while_it_runs_runs_once_and_holds_one_slot(
+    runtime: dict[str, Any],
+) -> None:
+    coordinator, prefix, kafka = runtime["coordinator"], runtime["prefix"], runtime["kafka"]
+    graph = streaming_graph(COUNT, 250, PER_BATCH)  # 5 s: the copies come while it runs
+    del graph["nodes"][1]["io"]["start_when"]  # the sink waits for the end: a slot stays free
+    task_id = await coordinator.create_task(params={}, graph=graph)
+    deadline = time.monotonic() + 30
+    while (await coordinator.get_status(task_id)).nodes["source"].batches < 2:
+        assert time.monotonic() < deadline, "the source did not start"
+        await asyncio.sleep(0.05)
+
+    # The running source's command, three more times (a re-send and redeliveries).
+    topic = f"{prefix}cmd.source.v1"
+    records = [(r.key, r.value) for r in await read_all(kafka, topic)]
+    assert len(records) == 1, records
+    await produce(kafka, topic, records * 3)
+    await wait_consumed(kafka, f"{prefix}flowkit.workers.source", topic)
+    running = (await coordinator.get_status(task_id)).nodes["source"].status
+    assert running == State.RUNNING, "the copies came too late to prove anything"
+
+    assert_exact(await coordinator.wait_task(task_id, timeout=60))
+    assert sorted(runtime["source"].processed) == [f"b{i:04d}" for i in range(COUNT)]
