@@ -233,6 +233,13 @@ class Store(Protocol):
     async def put_artifact(
         self, task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any]
     ) -> Artifact: ...
+    async def put_artifacts(
+        self, task_id: str, node_id: str, items: Sequence[tuple[str, dict[str, Any]]], *, new: bool
+    ) -> None:
+        """:meth:`put_artifact` of each ``(batch_uid, meta)``, in this order; with ``new``
+        (no uid of them is stored yet: the caller knows) in one round trip."""
+        ...
+
     async def complete_artifacts(self, task_id: str, node_id: str) -> None: ...
     async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]: ...
 

@@ -224,6 +224,12 @@ class MemoryStore(ChangeTracker):
         self._bump(task_id)
         return artifact
 
+    async def put_artifacts(
+        self, task_id: str, node_id: str, items: Sequence[tuple[str, dict[str, Any]]], *, new: bool
+    ) -> None:
+        for batch_uid, meta in items:
+            await self.put_artifact(task_id, node_id, batch_uid, meta)
+
     async def complete_artifacts(self, task_id: str, node_id: str) -> None:
         entry = self._entry(task_id)
         stream = entry.streams.get(node_id, _Stream())

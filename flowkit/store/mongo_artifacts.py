@@ -9,14 +9,15 @@ the unique index has the last word on.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from .base import Artifact
 from .mongo_keys import decode_keys, encode_keys
-from .mongo_part import MongoStorePart
+from .mongo_part import MongoStorePart, insert_new
 
 _NO_ID = {"_id": 0}
 HINT_EVERY = 16
@@ -25,7 +26,6 @@ process, meets at most this many taken seqs before it finds a free one)."""
 
 
 def _artifact_from_doc(doc: dict[str, Any]) -> Artifact:
-    # No projection on find_one_and_update: FerretDB 1.24 does not implement it there.
     doc = {k: v for k, v in doc.items() if k != "_id"}
     return Artifact.model_validate({**doc, "meta": decode_keys(doc.get("meta", {}))})
 
@@ -62,12 +62,10 @@ class ArtifactStreams(MongoStorePart):
             except DuplicateKeyError:
                 # Either this batch is already stored (keep its seq), or the seq was taken
                 # (another writer, or a hint behind the stream).
-                doc = await self._artifacts.find_one_and_update(
-                    key, {"$set": {"meta": stored_meta}}, return_document=ReturnDocument.AFTER
-                )
-                if doc is not None:
+                rewritten = await self._rewrite(key, stored_meta)
+                if rewritten is not None:
                     self._bump(task_id)
-                    return _artifact_from_doc(doc)
+                    return rewritten
                 seq, collided = seq + 1, True
                 continue
             break
@@ -76,6 +74,60 @@ class ArtifactStreams(MongoStorePart):
             await self._seq_taken(task_id, node_id, seq)
         self._bump(task_id)
         return Artifact(**key, meta=meta, seq=seq)
+
+    async def put_artifacts(
+        self, task_id: str, node_id: str, items: Sequence[tuple[str, dict[str, Any]]], *, new: bool
+    ) -> None:
+        """New uids go in one unordered ``insert_many`` at the next seqs; those whose seq was
+        taken meanwhile (another writer) are written again one by one, so the stream keeps
+        no gaps. Uids that may be stored already, one by one (each keeps its seq)."""
+        if not new or len(items) <= 1:
+            for batch_uid, meta in items:
+                await self.put_artifact(task_id, node_id, batch_uid, meta)
+            return
+        await self._require(task_id)
+        await self.ensure_indexes()
+        stream = (task_id, node_id)
+        last = self._last_seqs.get(stream)
+        first = (last if last is not None else await self._hinted_seq(task_id, node_id)) + 1
+        docs = [
+            {
+                "task_id": task_id,
+                "node_id": node_id,
+                "batch_uid": uid,
+                "meta": encode_keys(meta),
+                "status": "partial",
+                "seq": first + i,
+            }
+            for i, (uid, meta) in enumerate(items)
+        ]
+        stored = await insert_new(self._artifacts, docs)
+        taken = [seq for seq, ok in zip(range(first, first + len(docs)), stored, strict=True) if ok]
+        if taken:
+            self._last_seqs[stream] = max(max(taken), self._last_seqs.get(stream, 0))
+            if any(seq % HINT_EVERY == 0 for seq in taken):
+                await self._seq_taken(task_id, node_id, max(taken))
+            self._bump(task_id)
+        for (uid, meta), ok in zip(items, stored, strict=True):
+            if not ok:
+                await self.put_artifact(task_id, node_id, uid, meta)
+
+    async def _rewrite(self, key: dict[str, str], meta: dict[str, Any]) -> Artifact | None:
+        """A stored batch's new meta, in its place (None: the batch is not stored).
+
+        A read, then a replacement of what was read: FerretDB 1.24's ``$set`` takes a meta
+        whose values equal the old one's for no change even when its keys differ
+        (``{"i": 1}`` -> ``{"again": 1}``). The replacement is conditional on the status
+        read, so a completion in between is not undone (then it is read again)."""
+        while True:
+            doc = await self._artifacts.find_one(key)
+            if doc is None:
+                return None
+            stored = {k: v for k, v in doc.items() if k != "_id"} | {"meta": meta}
+            if (
+                await self._artifacts.replace_one({"_id": doc["_id"], "status": doc["status"]}, stored)
+            ).matched_count:
+                return _artifact_from_doc(stored)
 
     async def _hinted_seq(self, task_id: str, node_id: str) -> int:
         doc = await self._sequences.find_one({"_id": json.dumps([task_id, node_id])})

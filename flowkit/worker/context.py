@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store.base import Store
+from ..store.base import ArtifactRef, Store
+from .batch_writes import BatchWrites
 
 
 class ArtifactsWriter:
-    """Writes a node's artifacts. Partial ones are visible to streaming readers at once."""
+    """Writes a node's artifacts. Partial ones are visible to streaming readers as soon
+    as they are stored: at once, or with the attempt's next group of writes
+    (:class:`~flowkit.worker.batch_writes.BatchWrites`) when the run writes behind."""
 
     def __init__(
         self,
@@ -24,27 +27,37 @@ class ArtifactsWriter:
     ) -> None:
         """``first_attempt``: no earlier attempt of the node can have written artifacts."""
         self._store = store
-        self._first_attempt = first_attempt
+        self.first_attempt = first_attempt
         self._task_id = task_id
         self._node_id = node_id
-        self._on_first_write = on_first_write
-        self.written = 0
+        self.on_first_write = on_first_write
+        self.behind: BatchWrites | None = None
+        """Set by the attempt that writes behind."""
+        self._written = 0
+
+    @property
+    def written(self) -> int:
+        return self.behind.artifacts_written if self.behind is not None else self._written
 
     async def upsert_partial(self, batch_uid: str, meta: dict[str, Any]) -> dict[str, str]:
         """Write (or rewrite) the artifact of one batch; returns its reference."""
         if not isinstance(meta, dict):
             raise TypeError(f"artifact meta must be a dict (got {type(meta).__name__})")
+        if self.behind is not None:
+            uid = str(batch_uid)
+            self.behind.put_artifact(uid, meta)
+            return ArtifactRef(task_id=self._task_id, node_id=self._node_id, batch_uid=uid).model_dump()
         artifact = await self._store.put_artifact(self._task_id, self._node_id, str(batch_uid), meta)
-        self.written += 1
-        if self.written == 1 and self._on_first_write is not None:
+        self._written += 1
+        if self._written == 1 and self.on_first_write is not None:
             # Streaming readers (start_when: first_batch) may start now, not after this batch.
-            await self._on_first_write()
+            await self.on_first_write()
         return artifact.ref().model_dump()
 
     async def complete(self) -> None:
         """Mark every artifact of the node complete (done by the runtime after finalize);
         nothing to do, and no store round trip, when none can exist."""
-        if self.written or not self._first_attempt:
+        if self.written or not self.first_attempt:
             await self._store.complete_artifacts(self._task_id, self._node_id)
 
 
@@ -77,6 +90,10 @@ class RunContext:
     async def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Persist progress; a later attempt of this node finds it in ``ctx.checkpoint``."""
         self.checkpoint = dict(checkpoint)
+        behind = self.artifacts_writer.behind
+        if behind is not None:  # stored after the records of the batches before it
+            behind.save_checkpoint(self.checkpoint)
+            return
         await self.store.save_checkpoint(self.task_id, self.node_id, self.checkpoint)
         if self.on_checkpoint is not None:
             await self.on_checkpoint(self.checkpoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,14 +15,13 @@ from ..metrics import add_metrics, numeric_metrics
 from ..states import NodeError
 from ..store.base import CountedBatch
 from .adapters import ADAPTERS, ArtifactFeed, adapter_batches, check_adapter_args
+from .batch_writes import BatchWrites
 from .context import RunContext
 from .handlers.base import Batch, BatchResult, FinalizeResult, Handler
 
 log = logging.getLogger("flowkit.worker")
 
 BatchReporter = Callable[[str, dict[str, float]], Awaitable[None]]
-BatchCounter = Callable[[CountedBatch], Awaitable[bool]]
-"""Records a batch (True: its first record), e.g. the worker's group commit of them."""
 
 
 @dataclass
@@ -46,7 +46,6 @@ class NodeRun:
         io: dict[str, Any],
         feed: ArtifactFeed,
         report_batch: BatchReporter,
-        count_batch: BatchCounter,
         counted: set[str] | None = None,
     ) -> None:
         """``counted``: the batch uids earlier attempts recorded, if already read."""
@@ -55,30 +54,51 @@ class NodeRun:
         self.io = io
         self.feed = feed
         self.report_batch = report_batch
-        self.count_batch = count_batch
         self.counted = counted
         self._batch_records = 0
+        writer = ctx.artifacts_writer
+        self.writes = BatchWrites(
+            ctx.store,
+            ctx.task_id,
+            ctx.node_id,
+            new_stream=writer.first_attempt,
+            on_counted=self._counted,
+            on_first_artifact=writer.on_first_write,
+            on_checkpoint=ctx.on_checkpoint,
+        )
+        writer.behind = self.writes
 
     async def execute(self) -> Outcome:
         ctx = self.ctx
         try:
             await self.handler.init(self._run_info())
             await self._process_all()
+            await self.writes.drain()  # finalize sees every batch stored and counted
             final = await self.handler.finalize(ctx) or FinalizeResult()
+            await self.writes.drain()
             await ctx.artifacts_writer.complete()
             metrics = numeric_metrics(final.metrics)
             return Outcome("finished", metrics=metrics, batches=self._batch_records)
         except asyncio.CancelledError:
             if ctx.cancel_flag.is_set():
+                await self._keep_what_was_done()
                 return Outcome("cancelled")
             raise  # the worker itself is stopping: hand the node back
         except Exception as exc:  # the handler's error becomes the node's error
+            await self._keep_what_was_done()
             return Outcome("failed", error=self._classify(exc))
         finally:
+            await self.writes.close()
             try:
                 await self.handler.cleanup()
             except Exception:
                 log.exception("task %s node %s: cleanup() raised", ctx.task_id, ctx.node_id)
+
+    async def _keep_what_was_done(self) -> None:
+        """The batches done before a failure or a cancel count (a retry goes on after them),
+        unless storing them is what failed."""
+        with contextlib.suppress(Exception):
+            await self.writes.drain()
 
     def _run_info(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -146,11 +166,17 @@ class NodeRun:
                     permanent=result.permanent,
                 )
             metrics = numeric_metrics(result.metrics)
-            if await self.count_batch(CountedBatch(ctx.task_id, ctx.node_id, uid, metrics)):
+            await self.writes.record(CountedBatch(ctx.task_id, ctx.node_id, uid, metrics))
+
+    async def _counted(self, records: list[tuple[CountedBatch, bool]]) -> None:
+        """Stored: each first record counts, and is reported."""
+        ctx = self.ctx
+        for batch, first in records:
+            if first:
                 ctx.processed_count += 1
                 self._batch_records += 1
-                add_metrics(ctx.metrics, metrics)
-                await self.report_batch(uid, metrics)
+                add_metrics(ctx.metrics, batch.metrics)
+                await self.report_batch(batch.batch_uid, batch.metrics)
 
     def _classify(self, exc: Exception) -> NodeError:
         ctx = self.ctx

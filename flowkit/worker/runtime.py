@@ -100,11 +100,10 @@ class Worker:
         self.run_writes = asyncio.Lock()
         """This worker's writes of run records, one at a time (a MongoDB-protocol server
         may apply updates of one document as read-modify-write: FerretDB does)."""
-        # The slots' claims, batch counts, outcomes and node reads, each kind in one bulk
-        # request per round.
+        # The slots' claims, outcomes and node reads, each kind in one bulk request per
+        # round (a run's batches go in groups of their own: BatchWrites).
         self._claims = GroupCommit(self.store.claim_runs, self.run_writes)
         self._ends = GroupCommit(self.store.end_runs, self.run_writes)
-        self._batch_counts = GroupCommit(self.store.record_batches)
         self._node_reads = GroupCommit(self.store.node_states)
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
@@ -391,7 +390,6 @@ class Worker:
                 cmd.io,
                 self._feed(ctx),
                 lambda uid, metrics: self._report_batch(message, uid, metrics),
-                self._batch_counts,
                 counted=inputs.counted,
             )
             job = asyncio.create_task(node_run.execute())

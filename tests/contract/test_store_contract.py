@@ -213,12 +213,26 @@ async def test_checkpoints_save_replace_and_load(store: Store) -> None:
     assert await store.load_checkpoint("t1", "extract") == {"$meta": {"x.y": 1}}
 
 
+async def test_put_artifacts_appends_in_order_after_other_writers(store: Store, peer: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    await store.put_artifacts("t1", ODD, [("a0", {"i": 0}), ("a1", {"i": 1})], new=True)
+    await peer.put_artifact("t1", ODD, "p0", {})
+    await peer.put_artifacts("t1", ODD, [("p1", {}), ("p2", {})], new=True)
+    await store.put_artifacts("t1", ODD, [("a2", {}), ("a3", {"k.v": 1})], new=True)  # its seqs were taken
+    await store.put_artifacts("t1", ODD, [("a1", {"again": 1}), ("a4", {})], new=False)
+    listed = await store.list_artifacts("t1", ODD)
+    assert [a.seq for a in listed] == list(range(1, 9))
+    assert [a.batch_uid for a in listed] == ["a0", "a1", "p0", "p1", "p2", "a2", "a3", "a4"]
+    assert (listed[1].meta, listed[6].meta) == ({"again": 1}, {"k.v": 1})
+
+
 @pytest.mark.parametrize(
     "call",
     [
         lambda s: s.update_task("missing", {"status": State.RUNNING}),
         lambda s: s.update_node("missing", "extract", {"attempts": 1}),
         lambda s: s.put_artifact("missing", "extract", "b1", {}),
+        lambda s: s.put_artifacts("missing", "extract", [("b1", {}), ("b2", {})], new=True),
         lambda s: s.complete_artifacts("missing", "extract"),
         lambda s: s.list_artifacts("missing", "extract"),
         lambda s: s.record_batch("missing", "extract", "b1", {}),
@@ -237,6 +251,7 @@ async def test_checkpoints_save_replace_and_load(store: Store) -> None:
         "update_task",
         "update_node",
         "put_artifact",
+        "put_artifacts",
         "complete_artifacts",
         "list_artifacts",
         "record_batch",

@@ -39,7 +39,8 @@ class ArtifactFeed:
                 # State first, then artifacts: a node seen done has written everything.
                 done = (await self.store.node_state(self.task_id, node_id)) in TERMINAL
                 artifacts = await self.store.list_artifacts(self.task_id, node_id, after=cursors[node_id])
-                cursors[node_id] += len(artifacts)
+                if artifacts:
+                    cursors[node_id] = artifacts[-1].seq
                 got_any = got_any or bool(artifacts)
                 for artifact in artifacts:
                     yield node_id, artifact
