@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from ..config import CoordinatorConfig
 from ..metrics import add_metrics, numeric_metrics, sum_metrics
@@ -110,13 +111,17 @@ class StatusIntake:
 
     def _batch_done(self, run: TaskRun, msg: Envelope, now: float) -> None:
         seen = run.seen_batches.setdefault(msg.node_id, set())
-        uid = str(msg.payload.get("batch_uid"))
-        if uid in seen:
-            return  # a replayed message: counted already
-        seen.add(uid)
         node = run.status.nodes[msg.node_id]
-        metrics = add_metrics(dict(node.metrics), numeric_metrics(msg.payload.get("metrics")))
-        run.set_node(msg.node_id, {"batches": node.batches + 1, "metrics": metrics}, may_wait=True)
+        metrics, counted = dict(node.metrics), 0
+        for uid, batch_metrics in _reported_batches(msg.payload):
+            if uid in seen:
+                continue  # a replayed message: counted already
+            seen.add(uid)
+            add_metrics(metrics, numeric_metrics(batch_metrics))
+            counted += 1
+        if not counted:
+            return
+        run.set_node(msg.node_id, {"batches": node.batches + counted, "metrics": metrics}, may_wait=True)
         self.executor.apply(run, run.scheduler.first_batch(msg.node_id, msg.attempt, now))
 
     def _finish(
@@ -160,3 +165,12 @@ class StatusIntake:
         run.seen_batches.pop(node_id, None)
         run.set_node(node_id, {"batches": len(records), "metrics": metrics})
         self.executor.apply(run, run.scheduler.node_finished(node_id, attempt, time.time()))
+
+
+def _reported_batches(payload: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``{"batches": [{"batch_uid", "metrics"}, ...]}``, or the one batch of a worker from
+    before group writes (``{"batch_uid", "metrics"}``), during a rolling upgrade."""
+    listed = payload.get("batches")
+    if isinstance(listed, list):
+        return [(str(b.get("batch_uid")), b.get("metrics")) for b in listed if isinstance(b, dict)]
+    return [(str(payload.get("batch_uid")), payload.get("metrics"))]

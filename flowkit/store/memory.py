@@ -238,6 +238,9 @@ class MemoryStore(ChangeTracker):
             stream.artifacts[i] = stream.by_uid[artifact.batch_uid] = done
         self._bump(task_id)
 
+    async def next_artifacts(self, task_id: str, node_id: str, after: int, limit: int) -> list[Artifact]:
+        return (await self.list_artifacts(task_id, node_id, after))[:limit]
+
     async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]:
         stream = self._entry(task_id).streams.get(node_id)
         return list(stream.artifacts[after:]) if stream else []

@@ -21,7 +21,8 @@ from .handlers.base import Batch, BatchResult, FinalizeResult, Handler
 
 log = logging.getLogger("flowkit.worker")
 
-BatchReporter = Callable[[str, dict[str, float]], Awaitable[None]]
+BatchReporter = Callable[[list[tuple[str, dict[str, float]]]], Awaitable[None]]
+"""Tells the coordinator of newly counted batches (uid, metrics), in one report."""
 
 
 @dataclass
@@ -45,7 +46,7 @@ class NodeRun:
         ctx: RunContext,
         io: dict[str, Any],
         feed: ArtifactFeed,
-        report_batch: BatchReporter,
+        report_batches: BatchReporter,
         counted: set[str] | None = None,
     ) -> None:
         """``counted``: the batch uids earlier attempts recorded, if already read."""
@@ -53,7 +54,7 @@ class NodeRun:
         self.ctx = ctx
         self.io = io
         self.feed = feed
-        self.report_batch = report_batch
+        self.report_batches = report_batches
         self.counted = counted
         self._batch_records = 0
         writer = ctx.artifacts_writer
@@ -169,14 +170,15 @@ class NodeRun:
             await self.writes.record(CountedBatch(ctx.task_id, ctx.node_id, uid, metrics))
 
     async def _counted(self, records: list[tuple[CountedBatch, bool]]) -> None:
-        """Stored: each first record counts, and is reported."""
+        """Stored: each first record counts, and they are reported together."""
         ctx = self.ctx
-        for batch, first in records:
-            if first:
-                ctx.processed_count += 1
-                self._batch_records += 1
-                add_metrics(ctx.metrics, batch.metrics)
-                await self.report_batch(batch.batch_uid, batch.metrics)
+        new = [(batch.batch_uid, batch.metrics) for batch, first in records if first]
+        for _, metrics in new:
+            add_metrics(ctx.metrics, metrics)
+        ctx.processed_count += len(new)
+        self._batch_records += len(new)
+        if new:
+            await self.report_batches(new)
 
     def _classify(self, exc: Exception) -> NodeError:
         ctx = self.ctx

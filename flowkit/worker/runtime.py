@@ -389,7 +389,7 @@ class Worker:
                 ctx,
                 cmd.io,
                 self._feed(ctx),
-                lambda uid, metrics: self._report_batch(message, uid, metrics),
+                lambda batches: self._report_batches(message, batches),
                 counted=inputs.counted,
             )
             job = asyncio.create_task(node_run.execute())
@@ -483,14 +483,15 @@ class Worker:
 
     # -- reporting -----------------------------------------------------------------
 
-    async def _report_batch(self, run: Envelope, batch_uid: str, metrics: dict[str, float]) -> None:
-        """Sent behind: the batch record is already in the store (the truth), and sends
-        of one task keep their order (one partition), so the outcome still comes last."""
+    async def _report_batches(self, run: Envelope, batches: list[tuple[str, dict[str, float]]]) -> None:
+        """One report of the batches a group write recorded, sent behind: the records are
+        in the store already (the truth), and sends of one task keep their order (one
+        partition), so the outcome still comes last."""
         send = self._publish(
             run,
             Kind.BATCH_DONE,
-            {"batch_uid": batch_uid, "metrics": metrics},
-            dedup=f"{run.task_id}:{run.node_id}:batch:{batch_uid}",
+            {"batches": [{"batch_uid": uid, "metrics": metrics} for uid, metrics in batches]},
+            dedup=f"{run.task_id}:{run.node_id}:batch:{batches[0][0]}:{len(batches)}",
         )
         active = self._active.get((run.task_id, run.node_id))
         if active is None:

@@ -145,6 +145,23 @@ async def test_list_artifacts_resumes_after_a_cursor_in_write_order(store: Store
     assert await store.list_artifacts("t1", ODD) == []
 
 
+async def test_next_artifacts_reads_a_chunk_after_a_cursor_and_sees_completion(store: Store) -> None:
+    await store.create_task(new_status("t1"), GRAPH)
+    await store.put_artifacts("t1", ODD, [(f"b{i}", {"i": i}) for i in range(7)], new=True)
+    chunk = await store.next_artifacts("t1", ODD, 2, 3)
+    assert [(a.seq, a.batch_uid, a.meta, a.status) for a in chunk] == [
+        (3, "b2", {"i": 2}, "partial"),
+        (4, "b3", {"i": 3}, "partial"),
+        (5, "b4", {"i": 4}, "partial"),
+    ]
+    assert [a.seq for a in await store.next_artifacts("t1", ODD, 5, 10)] == [6, 7]
+    assert await store.next_artifacts("t1", ODD, 7, 10) == []
+    await store.complete_artifacts("t1", ODD)
+    assert {a.status for a in await store.next_artifacts("t1", ODD, 0, 10)} == {"complete"}
+    assert {a.status for a in await store.list_artifacts("t1", ODD)} == {"complete"}
+    assert await store.next_artifacts("t1", "extract", 0, 10) == []
+
+
 async def test_concurrent_writers_get_distinct_seqs_without_gaps(store: Store) -> None:
     await store.create_task(new_status("t1"), GRAPH)
     uids = [f"b{i}" for i in range(12)]
@@ -235,6 +252,7 @@ async def test_put_artifacts_appends_in_order_after_other_writers(store: Store, 
         lambda s: s.put_artifacts("missing", "extract", [("b1", {}), ("b2", {})], new=True),
         lambda s: s.complete_artifacts("missing", "extract"),
         lambda s: s.list_artifacts("missing", "extract"),
+        lambda s: s.next_artifacts("missing", "extract", 0, 10),
         lambda s: s.record_batch("missing", "extract", "b1", {}),
         lambda s: s.batch_records("missing", "extract"),
         lambda s: s.save_checkpoint("missing", "extract", {}),
@@ -254,6 +272,7 @@ async def test_put_artifacts_appends_in_order_after_other_writers(store: Store, 
         "put_artifacts",
         "complete_artifacts",
         "list_artifacts",
+        "next_artifacts",
         "record_batch",
         "batch_records",
         "save_checkpoint",

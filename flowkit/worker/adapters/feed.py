@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from ...states import TERMINAL
 from ...store.base import Artifact, Store
 
+READ_AHEAD = 500
+"""Artifacts asked for per read of a stream being written."""
+
 
 @dataclass
 class ArtifactFeed:
@@ -36,9 +39,15 @@ class ArtifactFeed:
             version = self.store.version(self.task_id)
             got_any = False
             for node_id in list(following):
-                # State first, then artifacts: a node seen done has written everything.
+                # State first, then artifacts: a node seen done has written everything,
+                # read at once; while it writes, the next ones by key, a chunk at a time.
                 done = (await self.store.node_state(self.task_id, node_id)) in TERMINAL
-                artifacts = await self.store.list_artifacts(self.task_id, node_id, after=cursors[node_id])
+                if done:
+                    artifacts = await self.store.list_artifacts(self.task_id, node_id, after=cursors[node_id])
+                else:
+                    artifacts = await self.store.next_artifacts(
+                        self.task_id, node_id, cursors[node_id], READ_AHEAD
+                    )
                 if artifacts:
                     cursors[node_id] = artifacts[-1].seq
                 got_any = got_any or bool(artifacts)
