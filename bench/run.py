@@ -49,10 +49,8 @@ REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results"
 TIMEOUT_SEC = 240.0
 
-# Each shape's size (full, --quick); every shape runs again at twice it. Distributed
-# streaming is smaller: at its current rate 10,000 batches would take many minutes.
+# Each shape's size (full, --quick); every shape runs again at twice it.
 SIZES = {"chain": (100, 50), "fan": (1000, 250), "streaming": (10_000, 1000), "scale": (200, 50)}
-DISTRIBUTED_STREAMING = (500, 100)
 
 
 @dataclass
@@ -69,9 +67,8 @@ def isolated(fn: Callable[..., Figures], *args: Any) -> Callable[[float, Callabl
     return lambda timeout, on_note: measure(fn, args, timeout, on_note)
 
 
-def sizes(shape: str, quick: bool, runtime: str = EMBEDDED) -> list[int]:
-    table = DISTRIBUTED_STREAMING if runtime == DISTRIBUTED and shape == "streaming" else SIZES[shape]
-    base = table[1] if quick else table[0]
+def sizes(shape: str, quick: bool) -> list[int]:
+    base = SIZES[shape][1] if quick else SIZES[shape][0]
     return [base, 2 * base]
 
 
@@ -112,7 +109,7 @@ def distributed_steps(quick: bool, runs: int, logs: Path) -> list[Step]:
         Step(SERVICES, "mongo", 1, isolated(mongo_floor, mongo), runs),
     ]
     for shape in SIZES:
-        for size in sizes(shape, quick, DISTRIBUTED):
+        for size in sizes(shape, quick):
             steps.append(
                 Step(DISTRIBUTED, shape, size, isolated(distributed, shape, size, kafka, mongo, logs), 1)
             )
