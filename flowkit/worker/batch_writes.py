@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..store.base import CountedBatch, Store
@@ -27,8 +27,6 @@ PENDING_LIMIT = 256
 
 Counted = Callable[[list[tuple[CountedBatch, bool]]], Awaitable[None]]
 """Told of each flushed batch record, in order, and whether it was the batch's first."""
-RecordBatches = Callable[[Sequence[CountedBatch]], Awaitable[list[bool]]]
-"""Stores batch records (True: a batch's first), e.g. a worker's group commit of its slots'."""
 
 
 class BatchWrites:
@@ -42,12 +40,10 @@ class BatchWrites:
         on_counted: Counted,
         on_first_artifact: Callable[[], Awaitable[None]] | None = None,
         on_checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-        record_batches: RecordBatches | None = None,
         limit: int = PENDING_LIMIT,
     ) -> None:
         """``new_stream``: no earlier attempt can have written this node's artifacts."""
         self._store, self._task_id, self._node_id = store, task_id, node_id
-        self._record_batches = record_batches or store.record_batches
         self._new_stream = new_stream
         self._on_counted = on_counted
         self._on_first_artifact = on_first_artifact
@@ -133,7 +129,7 @@ class BatchWrites:
         if artifacts:
             await self._write_artifacts(artifacts)
         if records:
-            firsts = await self._record_batches(records)
+            firsts = await self._store.record_batches(records)
             self._unstored -= len(records)
             await self._on_counted(list(zip(records, firsts, strict=True)))
         if checkpoint is not None:

@@ -54,33 +54,29 @@ class GroupCommit(Generic[Item, Result]):
         self._rounds: asyncio.Task[None] | None = None
 
     async def __call__(self, item: Item) -> Result:
-        (result,) = await self.many([item])
-        return result
-
-    async def many(self, items: Sequence[Item]) -> list[Result]:
-        """Several items of one caller: written at once together, or in the next round."""
         if self._writing:
-            return await self._join(items)
-        self._writing = True  # idle: this caller writes its own items at once
+            return await self._join(item)
+        self._writing = True  # idle: this caller writes its own item at once
         try:
             if self._lock is None:
-                return await self._write_many(items)
-            async with self._lock:
-                return await self._write_many(items)
+                (result,) = await self._write_many([item])
+            else:
+                async with self._lock:
+                    (result,) = await self._write_many([item])
+            return result
         finally:
             self._writing = False
             self._start_rounds()
 
-    async def _join(self, items: Sequence[Item]) -> list[Result]:
-        waiting: list[_Waiting[Item, Result]] = [_Waiting(item) for item in items]
-        self._pending.extend(waiting)
+    async def _join(self, item: Item) -> Result:
+        waiting: _Waiting[Item, Result] = _Waiting(item)
+        self._pending.append(waiting)
         try:
-            return [await each.result for each in waiting]
-        except BaseException:  # cancelled: items not yet taken are not written
-            for each in waiting:
-                if each in self._pending:
-                    self._pending.remove(each)
-                each.result.add_done_callback(_retrieve)
+            return await waiting.result
+        except asyncio.CancelledError:  # an item not yet taken is not written
+            if waiting in self._pending:
+                self._pending.remove(waiting)
+            waiting.result.add_done_callback(_retrieve)
             raise
 
     def _start_rounds(self) -> None:

@@ -15,7 +15,7 @@ from ..metrics import add_metrics, numeric_metrics
 from ..states import NodeError
 from ..store.base import CountedBatch
 from .adapters import ADAPTERS, ArtifactFeed, adapter_batches, check_adapter_args
-from .batch_writes import BatchWrites, RecordBatches
+from .batch_writes import BatchWrites
 from .context import RunContext
 from .handlers.base import Batch, BatchResult, FinalizeResult, Handler
 
@@ -48,10 +48,8 @@ class NodeRun:
         feed: ArtifactFeed,
         report_batches: BatchReporter,
         counted: set[str] | None = None,
-        record_batches: RecordBatches | None = None,
     ) -> None:
-        """``counted``: the batch uids earlier attempts recorded, if already read;
-        ``record_batches``: how batch records are stored (default: the store's own call)."""
+        """``counted``: the batch uids earlier attempts recorded, if already read."""
         self.handler = handler
         self.ctx = ctx
         self.io = io
@@ -68,7 +66,6 @@ class NodeRun:
             on_counted=self._counted,
             on_first_artifact=writer.on_first_write,
             on_checkpoint=ctx.on_checkpoint,
-            record_batches=record_batches,
         )
         writer.behind = self.writes
 

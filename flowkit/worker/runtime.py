@@ -100,11 +100,10 @@ class Worker:
         self.run_writes = asyncio.Lock()
         """This worker's writes of run records, one at a time (a MongoDB-protocol server
         may apply updates of one document as read-modify-write: FerretDB does)."""
-        # The slots' claims, batch records, outcomes and node reads, each kind in one bulk
-        # request per round (a run's own batches go in groups too: BatchWrites).
+        # The slots' claims, outcomes and node reads, each kind in one bulk request per
+        # round (a run's batches go in groups of their own: BatchWrites).
         self._claims = GroupCommit(self.store.claim_runs, self.run_writes)
         self._ends = GroupCommit(self.store.end_runs, self.run_writes)
-        self._batch_records = GroupCommit(self.store.record_batches)
         self._node_reads = GroupCommit(self.store.node_states)
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
@@ -392,7 +391,6 @@ class Worker:
                 self._feed(ctx),
                 lambda batches: self._report_batches(message, batches),
                 counted=inputs.counted,
-                record_batches=self._batch_records.many,
             )
             job = asyncio.create_task(node_run.execute())
             self._active[key] = _ActiveRun(ctx, job)

@@ -127,17 +127,3 @@ async def test_rounds_of_two_commits_sharing_a_lock_never_overlap() -> None:
     ends: GroupCommit[int, int] = GroupCommit(lambda items: write("ends", items), lock)
     results = await asyncio.gather(*(claims(i) for i in range(5)), *(ends(i) for i in range(5)))
     assert results == [*range(5), *range(5)]
-
-
-async def test_many_items_of_one_caller_go_in_one_round_at_once_or_in_the_next() -> None:
-    writes = Writes()
-    commit: GroupCommit[int, int] = GroupCommit(writes.write_many)
-    assert await commit.many([5, 6, 7]) == [50, 60, 70]
-    writes.rounds.clear()
-    writes.started.clear()
-    first, (single,) = await during_a_held_write(commit, writes, 4)
-    several = asyncio.create_task(commit.many([2, 3]))
-    await asyncio.sleep(0)  # it queues (not a synchronisation: the round is held)
-    writes.release.set()
-    assert (await first, await single, await several) == (10, 40, [20, 30])
-    assert writes.rounds == [[1], [4, 2, 3]]
