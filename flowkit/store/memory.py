@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 class _Stream:
     artifacts: list[Artifact] = field(default_factory=list)
     by_uid: dict[str, Artifact] = field(default_factory=dict)
+    complete: bool = False
+    """Every artifact reads as complete (marked once, not copied one by one)."""
 
 
 @dataclass
@@ -216,7 +218,8 @@ class MemoryStore(ChangeTracker):
             stream.artifacts[existing.seq - 1] = stream.by_uid[batch_uid] = rewritten
             self._bump(task_id)
             return rewritten
-        artifact = Artifact(
+        # Built without validation: every field is already of its type (a hot path embedded).
+        artifact = Artifact.model_construct(
             task_id=task_id, node_id=node_id, batch_uid=batch_uid, meta=meta, seq=len(stream.artifacts) + 1
         )
         stream.artifacts.append(artifact)
@@ -232,18 +235,22 @@ class MemoryStore(ChangeTracker):
 
     async def complete_artifacts(self, task_id: str, node_id: str) -> None:
         entry = self._entry(task_id)
-        stream = entry.streams.get(node_id, _Stream())
-        for i, artifact in enumerate(stream.artifacts):
-            done = artifact.model_copy(update={"status": "complete"})
-            stream.artifacts[i] = stream.by_uid[artifact.batch_uid] = done
+        entry.streams.setdefault(node_id, _Stream()).complete = True
         self._bump(task_id)
 
     async def next_artifacts(self, task_id: str, node_id: str, after: int, limit: int) -> list[Artifact]:
-        return (await self.list_artifacts(task_id, node_id, after))[:limit]
+        return self._artifacts_read(task_id, node_id, after, after + limit)
 
     async def list_artifacts(self, task_id: str, node_id: str, after: int = 0) -> list[Artifact]:
+        return self._artifacts_read(task_id, node_id, after, None)
+
+    def _artifacts_read(self, task_id: str, node_id: str, after: int, until: int | None) -> list[Artifact]:
         stream = self._entry(task_id).streams.get(node_id)
-        return list(stream.artifacts[after:]) if stream else []
+        if stream is None:
+            return []
+        if not stream.complete:
+            return stream.artifacts[after:until]
+        return [a.model_copy(update={"status": "complete"}) for a in stream.artifacts[after:until]]
 
     # -- batches and checkpoints --
     async def record_batch(

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store.base import ArtifactRef, Store
+from ..store.base import Store
 from .batch_writes import BatchWrites
 
 
@@ -46,7 +46,7 @@ class ArtifactsWriter:
         if self.behind is not None:
             uid = str(batch_uid)
             self.behind.put_artifact(uid, meta)
-            return ArtifactRef(task_id=self._task_id, node_id=self._node_id, batch_uid=uid).model_dump()
+            return {"task_id": self._task_id, "node_id": self._node_id, "batch_uid": uid}  # ArtifactRef's
         artifact = await self._store.put_artifact(self._task_id, self._node_id, str(batch_uid), meta)
         self._written += 1
         if self._written == 1 and self.on_first_write is not None:
