@@ -23,7 +23,7 @@ from ..backends.feed import ChangeFeed
 from ..config import ConnectionSettings
 from ..coordinator.core import new_task_status, reopen_task
 from ..errors import FlowKitError, TaskNotFound
-from ..graph import GraphSpec
+from ..graph import GraphSpec, graph_document
 from ..states import State, TaskStatus
 from ..store.base import Store
 from .connection import mongo_error, open_database, reach_kafka, reach_mongo
@@ -61,7 +61,7 @@ class Client:
         idempotent: a task with that id is left as it is."""
         task_id = task_id or uuid.uuid4().hex
         status = new_task_status(task_id, spec, params, owner=None)
-        created = await self.store.create_task(status, spec.model_dump(mode="json"))
+        created = await self.store.create_task(status, graph_document(spec))
         self._announce(task_id, "new")
         return Submitted(task_id, created)
 

@@ -20,7 +20,7 @@ from ..backends import resolve_backends
 from ..bus.base import Subscription
 from ..config import CoordinatorConfig
 from ..errors import FlowKitError, TaskNotFound
-from ..graph import GraphSpec, validate_graph
+from ..graph import GraphSpec, graph_document, validate_graph
 from ..protocol import ANNOUNCE_TOPIC, STATUS_TOPIC, Kind
 from ..states import NodeStatus, State, TaskStatus
 from ..store.base import Fence, Store
@@ -185,7 +185,7 @@ class Coordinator:
         status.labels = dict(labels or {})
         status.suspended = suspended
         created = await self.store.create_task(
-            status, spec.model_dump(mode="json"), owner=me, lease_sec=self.cfg.task_lease_sec
+            status, graph_document(spec), owner=me, lease_sec=self.cfg.task_lease_sec
         )
         if not created and not await self._is_own_unstarted(task_id):
             log.info("task %s exists already: not created again", task_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flowkit import GraphError, validate_graph
+from flowkit import GraphError, load_graph_file, validate_graph
 from flowkit.coordinator.functions import FUNCTIONS, coordinator_function
+from flowkit.graph import graph_document
 
 
 def node(node_id: str, type: str = "worker", **fields: Any) -> dict[str, Any]:
@@ -381,3 +384,35 @@ def test_seed_retry_policy_and_fan_in_are_accepted() -> None:
     spec = validate_graph(graph)
     assert spec.node("combiner").fan_in_rule.count == 2
     assert spec.node("flaky_task").retry_policy.permanent_on == ("bad_input", "schema_mismatch")
+
+
+@pytest.mark.parametrize(
+    "graph",
+    [
+        load_graph_file(Path(__file__).resolve().parents[2] / "examples" / "etl" / "pipeline.yaml"),
+        {
+            "nodes": [
+                {"node_id": "a", "type": "x", "retry_policy": {"max": 3, "backoff_sec": 0}},
+                {
+                    "node_id": "b",
+                    "type": "y",
+                    "depends_on": ["a"],
+                    "io": {
+                        "start_when": "first_batch",
+                        "input_inline": {
+                            "input_adapter": "pull.from_artifacts",
+                            "input_args": {"from_nodes": ["a"]},
+                        },
+                    },
+                },
+                {"node_id": "c", "type": "x", "depends_on": ["a", "b"], "fan_in": "count:1"},
+            ]
+        },
+    ],
+    ids=["examples-etl", "streaming-and-fan-in"],
+)
+def test_the_stored_graph_document_validates_back_to_the_same_graph(graph: dict[str, Any]) -> None:
+    spec = validate_graph(graph)
+    document = graph_document(spec)
+    assert validate_graph(json.loads(json.dumps(document))) == spec
+    assert len(json.dumps(document)) < len(json.dumps(spec.model_dump(mode="json")))
