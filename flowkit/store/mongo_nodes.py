@@ -98,18 +98,29 @@ class TaskNodes(MongoStorePart):
     async def _write_nodes(
         self, task_id: str, gen: str, updates: dict[str, dict[str, Any]], token: int | None
     ) -> bool:
-        """Dumped node fields per node id, in one round trip; False unless every node matched."""
+        """Dumped node fields per node id; False unless every node matched. Nodes given the
+        same fields (a fan-out's dispatches) go in one ``update_many`` by ``_id`` (on
+        FerretDB 0.15 ms a node, against 0.3-0.5 in a bulk of single updates), the rest in
+        one bulk request."""
         if not updates:
             return True
-        requests = []
+        fence: dict[str, Any] = {} if token is None else {"fence": {"$lte": token}}
+        stamp: dict[str, Any] = {} if token is None else {"fence": token}
+        alike: dict[str, list[str]] = {}
         for node_id, fields in updates.items():
-            query: dict[str, Any] = {"_id": node_doc_id(task_id, gen, node_id)}
-            update: dict[str, Any] = {"$set": dict(fields)}
-            if token is not None:
-                query["fence"] = {"$lte": token}
-                update["$set"]["fence"] = token
-            requests.append(UpdateOne(query, update))
-        return await bulk_update(self._nodes, requests) == len(requests)
+            alike.setdefault(json.dumps(fields, sort_keys=True, default=repr), []).append(node_id)
+        matched, singles = 0, []
+        for node_ids in alike.values():
+            fields = {**updates[node_ids[0]], **stamp}
+            ids = [node_doc_id(task_id, gen, n) for n in node_ids]
+            if len(ids) == 1:
+                singles.append(UpdateOne({"_id": ids[0], **fence}, {"$set": fields}))
+                continue
+            for chunk in in_chunks(ids, IDS_PER_READ):
+                query = {"_id": {"$in": list(chunk)}, **fence}
+                matched += int((await self._nodes.update_many(query, {"$set": fields})).matched_count)
+        matched += await bulk_update(self._nodes, singles)
+        return matched == len(updates)
 
     async def _stamp_nodes(self, task_id: str, gen: str, token: int) -> None:
         """Move every node of the task on to ``token``: a stale owner's writes are refused."""

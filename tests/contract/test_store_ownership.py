@@ -78,6 +78,7 @@ async def test_a_fenced_write_after_another_claim_is_refused_and_writes_nothing(
         store.update_task("t1", {}, fence=old),
         store.update_node("t1", ODD, {"attempts": 9}, fence=old),
         store.write_task("t1", {"status": State.FAILED}, {ODD: {"attempts": 9}}, fence=old),
+        store.write_task("t1", {}, {ODD: {"attempts": 9}, "extract": {"attempts": 9}}, fence=old),  # alike
         store.write_task("t1", {}, {}, fence=Fence("c2", 1)),
         store.write_task("t1", {}, {}, fence=Fence("c1", 2)),
     ]
@@ -90,6 +91,9 @@ async def test_a_fenced_write_after_another_claim_is_refused_and_writes_nothing(
     await peer.write_task("t1", {"status": State.RUNNING}, {ODD: {"attempts": 1}}, fence=new)
     task = await store.get_task("t1")
     assert task is not None and (task.status, task.nodes[ODD].attempts) == (State.RUNNING, 1)
+    await peer.write_task("t1", {}, {ODD: {"attempts": 2}, "extract": {"attempts": 2}}, fence=new)
+    task = await store.get_task("t1")
+    assert task is not None and (task.nodes[ODD].attempts, task.nodes["extract"].attempts) == (2, 2)
 
 
 async def test_a_fenced_write_may_name_its_own_owner_and_nothing_else(store: Store, peer: Store) -> None:
