@@ -40,9 +40,10 @@ class ArtifactFeed:
             got_any = False
             for node_id in list(following):
                 # State first, then artifacts: a node seen done has written everything,
-                # read at once; while it writes, the next ones by key, a chunk at a time.
+                # read at once (as is all there is now, when not following to the end);
+                # while it writes, the next ones by key, a chunk at a time.
                 done = (await self.store.node_state(self.task_id, node_id)) in TERMINAL
-                if done:
+                if done or not until_done:
                     artifacts = await self.store.list_artifacts(self.task_id, node_id, after=cursors[node_id])
                 else:
                     artifacts = await self.store.next_artifacts(
