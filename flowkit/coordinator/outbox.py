@@ -33,12 +33,13 @@ log = logging.getLogger("flowkit.coordinator")
 
 RETRY_DELAY_SEC = 0.5
 LATE_WRITE_SEC = 0.25
-"""A task whose only changes are ones the workers' records already hold (nodes started,
-their batch counts, metrics and first batches) is written at most this often: a
-streaming node reports every batch, and a write per report was the coordinator's largest
-load on the store. Nothing is lost by waiting: an adopting coordinator rebuilds those from
-the run and batch records. Outcomes, dispatches, messages and the task's end are written
-at once, with whatever waited."""
+"""A node's changes that the workers' records already hold (it started, its batch
+counts, metrics and first batch) wait up to this long, or until the node has a change
+that may not wait (its outcome, a dispatch), and go with it: a streaming node reports
+every batch, and a fan-out's node starts and ends within milliseconds, so one write per
+node instead of two or three (the coordinator's largest load on the store). Nothing is
+lost by waiting: an adopting coordinator rebuilds those from the run and batch records.
+Outcomes, dispatches, messages and the task's end are written at once."""
 
 
 class Outbox:
@@ -100,7 +101,14 @@ class Outbox:
         ``LATE_WRITE_SEC``) of a task written recently."""
         if self._draining or run.urgent or run.task_fields or run.outbox or run.after_flush or run.ended:
             return 0.0
-        return run.flushed_at + LATE_WRITE_SEC - time.monotonic()
+        return self._waited_left(run)
+
+    @staticmethod
+    def _waited_left(run: TaskRun) -> float:
+        """How much longer the oldest waiting change may wait (0: not any more, or none)."""
+        if run.waiting_since is None:
+            return 0.0
+        return max(0.0, run.waiting_since + LATE_WRITE_SEC - time.monotonic())
 
     def _defer(self, run: TaskRun, wait: float) -> None:
         if run not in self._deferred:
@@ -132,17 +140,19 @@ class Outbox:
 
     async def flush(self, run: TaskRun) -> None:
         """Write and send what ``run`` has queued now (API calls that return a state)."""
-        await self._flush(run)
+        await self._flush(run, everything=True)
 
-    async def _flush(self, run: TaskRun) -> None:
+    async def _flush(self, run: TaskRun, everything: bool = False) -> None:
         await self._send_commands(run)  # those the command loop has not taken yet
         async with run.flush_lock:  # one flush of a task at a time, so its writes stay in order
-            await self._flush_unlocked(run)
+            everything = everything or self._draining or run.ended or self._waited_left(run) == 0
+            await self._flush_unlocked(run, everything)
+        if run.node_fields and not everything:  # changes that wait: written when their time is up
+            self._defer(run, self._waited_left(run))
 
-    async def _flush_unlocked(self, run: TaskRun) -> None:
+    async def _flush_unlocked(self, run: TaskRun, everything: bool) -> None:
         effects, run.after_flush = run.after_flush, []
-        task_fields, node_fields, outbox = run.take_unflushed()
-        run.flushed_at = time.monotonic()
+        task_fields, node_fields, outbox = run.take_unflushed(everything=everything)
         try:
             if task_fields or node_fields:
                 await self.store.write_task(run.task_id, task_fields, node_fields, fence=run.fence)

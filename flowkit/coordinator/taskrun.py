@@ -49,10 +49,12 @@ class TaskRun:
     node_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[tuple[str, Envelope]] = field(default_factory=list)
     flush_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    flushed_at: float = 0.0
-    """When its changes were last taken for a write (monotonic): changes that may wait do."""
-    urgent: bool = False
-    """A node change not taken for a write yet must be written at once (not ``may_wait``)."""
+    urgent_nodes: set[str] = field(default_factory=set)
+    """Nodes with a change not taken for a write yet that must be written at once."""
+    waiting_since: float | None = None
+    """When the oldest change that may wait (``may_wait``) and is not written yet was made
+    (monotonic): it waits at most ``LATE_WRITE_SEC`` from then, or rides with an urgent
+    change of its own node."""
     after_flush: list[Callable[[], None]] = field(default_factory=list)
     """Effects that must follow the state written by the next flush (starting a coordinator
     function), like messages do."""
@@ -69,7 +71,14 @@ class TaskRun:
         """``may_wait``: the store may learn this a little later (see ``Outbox``)."""
         apply_fields(self.status.nodes[node_id], fields)
         self.node_fields.setdefault(node_id, {}).update(fields)
-        self.urgent = self.urgent or not may_wait
+        if not may_wait:
+            self.urgent_nodes.add(node_id)
+        elif self.waiting_since is None:
+            self.waiting_since = time.monotonic()
+
+    @property
+    def urgent(self) -> bool:
+        return bool(self.urgent_nodes)
 
     def send(self, topic: str, message: Envelope) -> None:
         self.outbox.append((topic, message))
@@ -78,10 +87,20 @@ class TaskRun:
     def unflushed(self) -> bool:
         return bool(self.task_fields or self.node_fields or self.outbox or self.after_flush)
 
-    def take_unflushed(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[tuple[str, Envelope]]]:
-        taken = (self.task_fields, self.node_fields, self.outbox)
-        self.task_fields, self.node_fields, self.outbox = {}, {}, []
-        self.urgent = False
+    def take_unflushed(
+        self, *, everything: bool = True
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[tuple[str, Envelope]]]:
+        """What is queued for the next write; without ``everything``, of the nodes only
+        those with an urgent change (the others' changes keep waiting, and their clock)."""
+        if everything:
+            nodes, self.node_fields, self.waiting_since = self.node_fields, {}, None
+        else:
+            nodes = {n: self.node_fields.pop(n) for n in self.urgent_nodes if n in self.node_fields}
+            if not self.node_fields:
+                self.waiting_since = None
+        taken = (self.task_fields, nodes, self.outbox)
+        self.task_fields, self.outbox = {}, []
+        self.urgent_nodes = set()
         return taken
 
     def take_commands(self) -> list[tuple[str, Envelope]]:
@@ -98,7 +117,7 @@ class TaskRun:
         outbox: list[tuple[str, Envelope]],
     ) -> None:
         """A flush failed: its changes go first, under what changed since."""
-        self.urgent = True
+        self.urgent_nodes.update(node_fields)
         self.task_fields = {**task_fields, **self.task_fields}
         for node_id, fields in node_fields.items():
             self.node_fields[node_id] = {**fields, **self.node_fields.get(node_id, {})}

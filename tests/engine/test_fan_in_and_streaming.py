@@ -390,3 +390,23 @@ async def test_batch_progress_is_written_now_and_then_and_exactly_at_the_end() -
     # 40 batch reports over ~0.4 s: a write each before, now at most every 0.25 s
     # beside the node's and the task's own state changes.
     assert len(writes) <= 10, f"{len(writes)} writes for 40 batch reports"
+
+
+async def test_a_fan_outs_nodes_are_written_about_once_each_after_their_dispatch() -> None:
+    width = 30
+    middle = [f"w{i}" for i in range(width)]
+    graph = {
+        "nodes": [
+            {"node_id": "root", "type": "noop"},
+            *({"node_id": m, "type": "noop", "depends_on": ["root"]} for m in middle),
+            {"node_id": "sink", "type": "noop", "depends_on": middle},
+        ]
+    }
+    status, stored, writes = await run_counting_writes({"noop": PacedSource(1)}, graph)
+    assert status.status == State.FINISHED and stored is not None
+    assert all(node.status == State.FINISHED and node.started_at for node in stored.nodes.values())
+    # The dispatches go together; each node's start and batch count wait for its end
+    # (another node's end does not take them along), and go with it.
+    node_writes = sum(len(fields) for fields in writes)
+    print(f"NODEWRITES {node_writes}")
+    assert node_writes <= 2 * (width + 2) + 4, f"{node_writes} node writes for {width + 2} nodes"
