@@ -33,6 +33,19 @@ def _artifact_id(task_id: str, node_id: str, seq: int) -> str:
     return json.dumps([task_id, node_id, seq])
 
 
+def _new_doc(task_id: str, node_id: str, batch_uid: str, meta: dict[str, Any], seq: int) -> dict[str, Any]:
+    """A partial artifact at ``seq`` (``meta`` already encoded)."""
+    return {
+        "_id": _artifact_id(task_id, node_id, seq),
+        "task_id": task_id,
+        "node_id": node_id,
+        "batch_uid": batch_uid,
+        "meta": meta,
+        "status": "partial",
+        "seq": seq,
+    }
+
+
 def _artifact_from_doc(doc: dict[str, Any], complete: bool = False) -> Artifact:
     """``complete``: the stream is (its hint says so; older versions marked each artifact)."""
     doc = {k: v for k, v in doc.items() if k != "_id"}
@@ -62,14 +75,11 @@ class ArtifactStreams(MongoStorePart):
         await self.ensure_indexes()
         key = {"task_id": task_id, "node_id": node_id, "batch_uid": batch_uid}
         stored_meta = encode_keys(meta)
-        stream = (task_id, node_id)
-        last = self._last_seqs.get(stream)
-        seq = (last if last is not None else await self._hinted_seq(task_id, node_id)) + 1
+        seq = await self._next_seq(task_id, node_id)
         collided = False
         while True:
             try:
-                place = {"_id": _artifact_id(task_id, node_id, seq), "seq": seq}
-                await self._artifacts.insert_one({**place, **key, "meta": stored_meta, "status": "partial"})
+                await self._artifacts.insert_one(_new_doc(task_id, node_id, batch_uid, stored_meta, seq))
             except DuplicateKeyError:
                 # Either this batch is already stored (keep its seq), or the seq was taken
                 # (another writer, or a hint behind the stream).
@@ -80,10 +90,7 @@ class ArtifactStreams(MongoStorePart):
                 seq, collided = seq + 1, True
                 continue
             break
-        self._last_seqs[stream] = max(seq, self._last_seqs.get(stream, 0))
-        if collided or seq % HINT_EVERY == 0:
-            await self._seq_taken(task_id, node_id, seq)
-        self._bump(task_id)
+        await self._stored_up_to(task_id, node_id, seq, hint=collided or seq % HINT_EVERY == 0)
         return Artifact(**key, meta=meta, seq=seq)
 
     async def put_artifacts(
@@ -98,28 +105,16 @@ class ArtifactStreams(MongoStorePart):
             return
         await self._require(task_id)
         await self.ensure_indexes()
-        stream = (task_id, node_id)
-        last = self._last_seqs.get(stream)
-        first = (last if last is not None else await self._hinted_seq(task_id, node_id)) + 1
+        first = await self._next_seq(task_id, node_id)
         docs = [
-            {
-                "_id": _artifact_id(task_id, node_id, first + i),
-                "task_id": task_id,
-                "node_id": node_id,
-                "batch_uid": uid,
-                "meta": encode_keys(meta),
-                "status": "partial",
-                "seq": first + i,
-            }
+            _new_doc(task_id, node_id, uid, encode_keys(meta), first + i)
             for i, (uid, meta) in enumerate(items)
         ]
         stored = await insert_new(self._artifacts, docs)
         taken = [seq for seq, ok in zip(range(first, first + len(docs)), stored, strict=True) if ok]
         if taken:
-            self._last_seqs[stream] = max(max(taken), self._last_seqs.get(stream, 0))
-            if any(seq % HINT_EVERY == 0 for seq in taken):
-                await self._seq_taken(task_id, node_id, max(taken))
-            self._bump(task_id)
+            hint = any(seq % HINT_EVERY == 0 for seq in taken)
+            await self._stored_up_to(task_id, node_id, max(taken), hint=hint)
         for (uid, meta), ok in zip(items, stored, strict=True):
             if not ok:
                 await self.put_artifact(task_id, node_id, uid, meta)
@@ -140,6 +135,19 @@ class ArtifactStreams(MongoStorePart):
                 await self._artifacts.replace_one({"_id": doc["_id"], "status": doc["status"]}, stored)
             ).matched_count:
                 return _artifact_from_doc(stored)
+
+    async def _next_seq(self, task_id: str, node_id: str) -> int:
+        """After the last seq this process gave the node, else after the stored hint."""
+        last = self._last_seqs.get((task_id, node_id))
+        return (last if last is not None else await self._hinted_seq(task_id, node_id)) + 1
+
+    async def _stored_up_to(self, task_id: str, node_id: str, seq: int, *, hint: bool) -> None:
+        """``seq`` is stored: remembered as this process's last, and written to the hint."""
+        stream = (task_id, node_id)
+        self._last_seqs[stream] = max(seq, self._last_seqs.get(stream, 0))
+        if hint:
+            await self._seq_taken(task_id, node_id, seq)
+        self._bump(task_id)
 
     async def _hinted_seq(self, task_id: str, node_id: str) -> int:
         doc = await self._sequences.find_one({"_id": json.dumps([task_id, node_id])})
