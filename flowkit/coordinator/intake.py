@@ -44,6 +44,11 @@ class StatusIntake:
             # (a broker restart), must not count again once the node's count is final.
             return
         apply = self.executor.apply
+        if node.state == State.QUEUED and msg.kind in _OUTCOMES and "started_at" in msg.payload:
+            # A short run says it started in its outcome (no accepted message of its own).
+            started = min(_number(msg.payload["started_at"], now), now)
+            self._accepted(run, node_id, now + self.cfg.worker_lease_ttl_sec)
+            apply(run, sched.node_started(node_id, msg.attempt, msg.worker_id, started))
         if msg.kind == Kind.ACCEPTED:
             self._accepted(run, node_id, now + self.cfg.worker_lease_ttl_sec)
             apply(run, sched.node_started(node_id, msg.attempt, msg.worker_id, now))
@@ -53,8 +58,10 @@ class StatusIntake:
         elif msg.kind == Kind.ARTIFACT:
             apply(run, sched.first_batch(node_id, msg.attempt, now))
         elif msg.kind == Kind.BATCH_DONE:
-            self._batch_done(run, msg, now)
+            self._batch_done(run, msg.node_id, msg.attempt, _reported_batches(msg.payload), now)
         elif msg.kind == Kind.FINISHED:
+            if isinstance(msg.payload.get("batches_done"), list):  # stored with the outcome
+                self._batch_done(run, node_id, msg.attempt, _listed(msg.payload["batches_done"]), now)
             final, batches = numeric_metrics(msg.payload.get("metrics")), msg.payload.get("batches")
             self._finish(run, node_id, msg.attempt, final, batches if isinstance(batches, int) else None)
         elif msg.kind == Kind.FAILED:
@@ -109,11 +116,13 @@ class StatusIntake:
         if run.status.nodes[node_id].note is not None:
             run.set_node(node_id, {"note": None})
 
-    def _batch_done(self, run: TaskRun, msg: Envelope, now: float) -> None:
-        seen = run.seen_batches.setdefault(msg.node_id, set())
-        node = run.status.nodes[msg.node_id]
+    def _batch_done(
+        self, run: TaskRun, node_id: str, attempt: int, batches: list[tuple[str, Any]], now: float
+    ) -> None:
+        seen = run.seen_batches.setdefault(node_id, set())
+        node = run.status.nodes[node_id]
         metrics, counted = dict(node.metrics), 0
-        for uid, batch_metrics in _reported_batches(msg.payload):
+        for uid, batch_metrics in batches:
             if uid in seen:
                 continue  # a replayed message: counted already
             seen.add(uid)
@@ -121,8 +130,8 @@ class StatusIntake:
             counted += 1
         if not counted:
             return
-        run.set_node(msg.node_id, {"batches": node.batches + counted, "metrics": metrics}, may_wait=True)
-        self.executor.apply(run, run.scheduler.first_batch(msg.node_id, msg.attempt, now))
+        run.set_node(node_id, {"batches": node.batches + counted, "metrics": metrics}, may_wait=True)
+        self.executor.apply(run, run.scheduler.first_batch(node_id, attempt, now))
 
     def _finish(
         self, run: TaskRun, node_id: str, attempt: int, final: dict[str, float], batches: int | None = None
@@ -167,10 +176,21 @@ class StatusIntake:
         self.executor.apply(run, run.scheduler.node_finished(node_id, attempt, time.time()))
 
 
+_OUTCOMES = frozenset({Kind.FINISHED, Kind.FAILED, Kind.CANCELLED})
+
+
 def _reported_batches(payload: dict[str, Any]) -> list[tuple[str, Any]]:
     """``{"batches": [{"batch_uid", "metrics"}, ...]}``, or the one batch of a worker from
     before group writes (``{"batch_uid", "metrics"}``), during a rolling upgrade."""
     listed = payload.get("batches")
     if isinstance(listed, list):
-        return [(str(b.get("batch_uid")), b.get("metrics")) for b in listed if isinstance(b, dict)]
+        return _listed(listed)
     return [(str(payload.get("batch_uid")), payload.get("metrics"))]
+
+
+def _listed(batches: list[Any]) -> list[tuple[str, Any]]:
+    return [(str(b.get("batch_uid")), b.get("metrics")) for b in batches if isinstance(b, dict)]
+
+
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default

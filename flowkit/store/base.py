@@ -81,6 +81,16 @@ class RunClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class CountedBatch:
+    """One batch to count once (:meth:`Store.record_batches`)."""
+
+    task_id: str
+    node_id: str
+    batch_uid: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class RunEnd:
     """A worker recording the outcome of an attempt it holds (:meth:`Store.end_runs`)."""
 
@@ -92,20 +102,16 @@ class RunEnd:
     now: float
     metrics: dict[str, float] | None = None
     error: NodeError | None = None
+    batches: tuple[CountedBatch, ...] = ()
+    """Batch records that go with the outcome, in the same write: counted (first record
+    wins, as :meth:`Store.record_batches`) if and only if the outcome is recorded. A
+    short run's batches cost no write of their own."""
 
     def __post_init__(self) -> None:
         if self.state == "running":
             raise ValueError("end_run needs a final state, not 'running'")
-
-
-@dataclass(frozen=True, slots=True)
-class CountedBatch:
-    """One batch to count once (:meth:`Store.record_batches`)."""
-
-    task_id: str
-    node_id: str
-    batch_uid: str
-    metrics: dict[str, float]
+        if any((b.task_id, b.node_id) != (self.task_id, self.node_id) for b in self.batches):
+            raise ValueError("a run's end carries batch records of its own node only")
 
 
 class RunRecord(BaseModel):
@@ -301,7 +307,8 @@ class Store(Protocol):
 
     async def end_runs(self, ends: Sequence[RunEnd]) -> list[bool]:
         """:meth:`end_run` of each, in one round trip: True for each outcome recorded
-        (False: not held by that worker, or its task is gone)."""
+        (False: not held by that worker, or its task is gone), and with it the batch
+        records it carries (:attr:`RunEnd.batches`), which :meth:`batch_records` lists."""
         ...
 
     async def get_runs(self, task_id: str) -> list[RunRecord]: ...

@@ -359,19 +359,18 @@ class MemoryStore(ChangeTracker):
     async def end_runs(self, ends: Sequence[RunEnd]) -> list[bool]:
         for end in ends:
             self._entry(end.task_id)
-        return [
-            await self.end_run(
-                e.task_id,
-                e.node_id,
-                e.attempt,
-                e.worker_id,
-                e.state,
+        recorded = []
+        for e in ends:
+            ended = await self.end_run(
+                *(e.task_id, e.node_id, e.attempt, e.worker_id, e.state),
                 metrics=e.metrics,
                 error=e.error,
                 now=e.now,
             )
-            for e in ends
-        ]
+            if ended and e.batches:
+                await self.record_batches(e.batches)
+            recorded.append(ended)
+        return recorded
 
     async def get_runs(self, task_id: str) -> list[RunRecord]:
         """Sorted by node id, then attempt."""

@@ -2,7 +2,9 @@
 
 ``flowkit_batches`` holds one document per counted batch, unique per (task, node,
 batch uid): the first insert wins, so every batch is counted once whoever records it
-again; ``flowkit_checkpoints`` one document per (task, node), the last checkpoint.
+again (a run's last batches may instead come with its end, in its ``flowkit_runs``
+document, and count with it: :mod:`.mongo_workers`); ``flowkit_checkpoints`` one
+document per (task, node), the last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class BatchRecords(TaskNodes):
 
     _batches: Any
     _checkpoints: Any
+    _runs: Any
 
     async def record_batch(
         self, task_id: str, node_id: str, batch_uid: str, metrics: dict[str, float]
@@ -52,11 +55,19 @@ class BatchRecords(TaskNodes):
         return recorded
 
     async def batch_records(self, task_id: str, node_id: str) -> dict[str, dict[str, float]]:
-        cursor = self._batches.find({"task_id": task_id, "node_id": node_id}, _NO_ID)
-        docs = await cursor.to_list(length=None)
-        if not docs:
+        """Those of ``flowkit_batches`` and those that came with a run's end, first first."""
+        node = {"task_id": task_id, "node_id": node_id}
+        with_end = self._runs.find({**node, "batches": {"$exists": True}}, {"batches": 1, "attempt": 1})
+        docs, ends = await asyncio.gather(
+            self._batches.find(node, _NO_ID).to_list(length=None), with_end.to_list(length=None)
+        )
+        if not docs and not ends:
             await self._require(task_id)
-        return {d["batch_uid"]: decode_keys(d.get("metrics", {})) for d in docs}
+        records = {d["batch_uid"]: decode_keys(d.get("metrics", {})) for d in docs}
+        for end in sorted(ends, key=lambda e: e.get("attempt", 0)):
+            for batch in end["batches"]:
+                records.setdefault(batch["batch_uid"], decode_keys(batch.get("metrics", {})))
+        return records
 
     async def save_checkpoint(self, task_id: str, node_id: str, data: dict[str, Any]) -> None:
         await self._require(task_id)

@@ -3,7 +3,8 @@
 - runs (``flowkit_runs``): one document per attempt, ``_id`` =
   ``json.dumps([task_id, node_id, attempt])``. The first claim inserts it, so of two
   workers handed the same attempt only one holds it; the outcome is a conditional
-  update on (worker, ``running``), so a worker that lost the attempt cannot end it;
+  update on (worker, ``running``), so a worker that lost the attempt cannot end it,
+  and it may carry the run's last batch records (``batches``: counted with it);
 - worker states (``worker_states``): one document per worker, ``_id`` = worker id,
   upserted with a ``$set`` of dotted paths (``active_run.checkpoint``).
 """
@@ -50,14 +51,17 @@ def _claimed(claim: RunClaim) -> dict[str, Any]:
 
 
 def _ended(end: RunEnd) -> dict[str, Any]:
-    return {
-        "$set": {
-            "state": end.state,
-            "ended_at": end.now,
-            "metrics": encode_keys(dict(end.metrics or {})),
-            "error": end.error.model_dump(mode="json") if end.error is not None else None,
-        }
+    fields = {
+        "state": end.state,
+        "ended_at": end.now,
+        "metrics": encode_keys(dict(end.metrics or {})),
+        "error": end.error.model_dump(mode="json") if end.error is not None else None,
     }
+    if end.batches:  # listed by batch_records beside flowkit_batches (mongo_batches.py)
+        fields["batches"] = [
+            {"batch_uid": b.batch_uid, "metrics": encode_keys(b.metrics)} for b in end.batches
+        ]
+    return {"$set": fields}
 
 
 def _run_from_doc(doc: dict[str, Any]) -> RunRecord:
@@ -127,8 +131,13 @@ class WorkerRecords(MongoStorePart):
             for e in ends
         ]
         if await bulk_update(self._runs, requests) == len(ends):
-            return [True] * len(ends)
-        return [await self._ended_as_asked(e) for e in ends]
+            recorded = [True] * len(ends)
+        else:
+            recorded = [await self._ended_as_asked(e) for e in ends]
+        counted = [e.task_id for e, done in zip(ends, recorded, strict=True) if done and e.batches]
+        for task_id in dict.fromkeys(counted):
+            self._bump(task_id)
+        return recorded
 
     async def _ended_as_asked(self, end: RunEnd) -> bool:
         doc = await self._runs.find_one({"_id": _run_id(end.task_id, end.node_id, end.attempt)})

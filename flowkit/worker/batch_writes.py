@@ -92,6 +92,28 @@ class BatchWrites:
             await asyncio.shield(self._flusher)
         self._raise_failure()
 
+    @property
+    def checkpoint_waiting(self) -> bool:
+        return self._checkpoint is not None or self._next_checkpoint is not None
+
+    def take_records(self) -> list[CountedBatch]:
+        """The batch records no write has taken yet, handed back to go with the attempt's
+        end (:attr:`~flowkit.store.base.RunEnd.batches`), so a short run costs no write of
+        them. None while a checkpoint waits: it may be written only after them."""
+        if self.checkpoint_waiting or self._failure is not None:
+            return []
+        records, self._records = self._records, []
+        self._unstored -= len(records)
+        return records
+
+    def put_back(self, records: list[CountedBatch]) -> None:
+        """Records taken for the end that must be written after all (the end did not come,
+        or something queued after them): first, in their order."""
+        if records:
+            self._records[:0] = records
+            self._unstored += len(records)
+            self._kick()
+
     async def close(self) -> None:
         """The attempt is over however it ended: stop writing (what is queued is dropped)."""
         flusher, self._flusher = self._flusher, None

@@ -35,6 +35,9 @@ class Outcome:
     batches: int | None = None
     """Finished: the node's batch records as this attempt knows them (earlier attempts'
     and its own first records); the coordinator recounts from the store when it differs."""
+    ending: list[CountedBatch] = field(default_factory=list)
+    """Finished: the last batch records, to be stored with the outcome (and reported with
+    it), not on their own: a short run's batches cost no write and no message of their own."""
 
 
 class NodeRun:
@@ -57,6 +60,8 @@ class NodeRun:
         self.report_batches = report_batches
         self.counted = counted
         self._batch_records = 0
+        self._ending: list[CountedBatch] = []  # taken from the writes for the outcome's write
+        self._counted_early: set[str] = set()  # their uids, counted when taken
         writer = ctx.artifacts_writer
         self.writes = BatchWrites(
             ctx.store,
@@ -74,12 +79,15 @@ class NodeRun:
         try:
             await self.handler.init(self._run_info())
             await self._process_all()
-            await self.writes.drain()  # finalize sees every batch stored and counted
+            self._take_ending()
+            await self.writes.drain()  # finalize sees every batch counted, stored or to be stored at the end
             final = await self.handler.finalize(ctx) or FinalizeResult()
+            if self.writes.checkpoint_waiting:  # written only after the records before it
+                self._put_back_ending()
             await self.writes.drain()
             await ctx.artifacts_writer.complete()
             metrics = numeric_metrics(final.metrics)
-            return Outcome("finished", metrics=metrics, batches=self._batch_records)
+            return Outcome("finished", metrics=metrics, batches=self._batch_records, ending=self._ending)
         except asyncio.CancelledError:
             if ctx.cancel_flag.is_set():
                 await self._keep_what_was_done()
@@ -98,8 +106,19 @@ class NodeRun:
     async def _keep_what_was_done(self) -> None:
         """The batches done before a failure or a cancel count (a retry goes on after them),
         unless storing them is what failed."""
+        self._put_back_ending()
         with contextlib.suppress(Exception):
             await self.writes.drain()
+
+    def _take_ending(self) -> None:
+        self._ending = self.writes.take_records()
+        self._count([(batch.batch_uid, batch.metrics) for batch in self._ending])
+        self._counted_early = {batch.batch_uid for batch in self._ending}
+
+    def _put_back_ending(self) -> None:
+        """The outcome will not carry them: written as the others (counted already)."""
+        self.writes.put_back(self._ending)
+        self._ending = []
 
     def _run_info(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -171,14 +190,17 @@ class NodeRun:
 
     async def _counted(self, records: list[tuple[CountedBatch, bool]]) -> None:
         """Stored: each first record counts, and they are reported together."""
-        ctx = self.ctx
         new = [(batch.batch_uid, batch.metrics) for batch, first in records if first]
-        for _, metrics in new:
-            add_metrics(ctx.metrics, metrics)
-        ctx.processed_count += len(new)
-        self._batch_records += len(new)
+        self._count([(uid, metrics) for uid, metrics in new if uid not in self._counted_early])
         if new:
             await self.report_batches(new)
+
+    def _count(self, batches: list[tuple[str, dict[str, float]]]) -> None:
+        ctx = self.ctx
+        for _, metrics in batches:
+            add_metrics(ctx.metrics, metrics)
+        ctx.processed_count += len(batches)
+        self._batch_records += len(batches)
 
     def _classify(self, exc: Exception) -> NodeError:
         ctx = self.ctx

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..config import WorkerConfig
 from ..errors import ConfigError
 from ..protocol import STATUS_TOPIC, Envelope, Kind, RunCommand, command_topic, worker_group
 from ..states import NodeError, State
-from ..store.base import AttemptInputs, RunClaim, RunEnd, RunState, Store
+from ..store.base import AttemptInputs, CountedBatch, RunClaim, RunEnd, RunState, Store
 from .adapters import ArtifactFeed
 from .context import ArtifactsWriter, RunContext
 from .dedup import Attempt, TakenAttempts
@@ -38,6 +39,8 @@ log = logging.getLogger("flowkit.worker")
 
 CLAIM_TRIES = 5
 STATUS_SEND_TIMEOUT_SEC = 5.0
+ACCEPTED_AFTER_SEC = 0.05
+_PROGRESS = frozenset({Kind.ARTIFACT, Kind.BATCH_DONE})
 MIRROR_STOP_SEC = 2.0
 """A status message is a fast copy of a fact already in the store: when the broker is
 away, the worker does not wait for it longer than this (the coordinator reconciles)."""
@@ -49,7 +52,15 @@ class _ActiveRun:
     job: asyncio.Task[Outcome]
     started_at: float = field(default_factory=time.time)
     sends: set[asyncio.Task[None]] = field(default_factory=set)
-    """Batch reports on their way: the handler does not wait for them, the outcome does."""
+    """Reports on their way (accepted, batches): the handler does not wait for them, the
+    outcome does."""
+    accepted_sent: bool = False
+    accept_timer: asyncio.TimerHandle | None = None
+
+    def send_behind(self, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(send)
+        self.sends.add(task)
+        task.add_done_callback(self.sends.discard)
 
     @property
     def task_id(self) -> str:
@@ -393,9 +404,13 @@ class Worker:
                 counted=inputs.counted,
             )
             job = asyncio.create_task(node_run.execute())
-            self._active[key] = _ActiveRun(ctx, job)
+            active = self._active[key] = _ActiveRun(ctx, job)
             self.active_mirror.changed()  # seed: worker_states' active run, written behind
-            await self._publish(message, Kind.ACCEPTED)
+            # A run that ends within ACCEPTED_AFTER_SEC says it started in its outcome: one
+            # message instead of two (a fan-out's nodes run for microseconds).
+            active.accept_timer = asyncio.get_running_loop().call_later(
+                ACCEPTED_AFTER_SEC, self._report_accepted, message, active
+            )
             try:
                 outcome = await job
             except asyncio.CancelledError:
@@ -407,6 +422,8 @@ class Worker:
                             )
                         )
                 raise
+            finally:
+                active.accept_timer.cancel()
             await self._report_outcome(message, outcome)
         except Exception:
             log.exception(
@@ -483,6 +500,10 @@ class Worker:
 
     # -- reporting -----------------------------------------------------------------
 
+    def _report_accepted(self, run: Envelope, active: _ActiveRun) -> None:
+        active.accepted_sent = True
+        active.send_behind(self._publish(run, Kind.ACCEPTED))
+
     async def _report_batches(self, run: Envelope, batches: list[tuple[str, dict[str, float]]]) -> None:
         """One report of the batches a group write recorded, sent behind: the records are
         in the store already (the truth), and sends of one task keep their order (one
@@ -490,33 +511,42 @@ class Worker:
         send = self._publish(
             run,
             Kind.BATCH_DONE,
-            {"batches": [{"batch_uid": uid, "metrics": metrics} for uid, metrics in batches]},
+            {"batches": _batch_list(batches)},
             dedup=f"{run.task_id}:{run.node_id}:batch:{batches[0][0]}:{len(batches)}",
         )
         active = self._active.get((run.task_id, run.node_id))
         if active is None:
             await send
-            return
-        task = asyncio.create_task(send)
-        active.sends.add(task)
-        task.add_done_callback(active.sends.discard)
+        else:
+            active.send_behind(send)
 
     async def _report_outcome(self, run: Envelope, outcome: Outcome) -> None:
         if outcome.state == "finished":
-            payload = {"metrics": outcome.metrics, "batches": outcome.batches}
-            await self._report(run, "finished", Kind.FINISHED, payload)
+            payload: dict[str, Any] = {"metrics": outcome.metrics, "batches": outcome.batches}
+            if outcome.ending:  # stored with the outcome: reported with it
+                payload["batches_done"] = _batch_list([(b.batch_uid, b.metrics) for b in outcome.ending])
+            await self._report(run, "finished", Kind.FINISHED, payload, tuple(outcome.ending))
         elif outcome.state == "cancelled":
             await self._report(run, "cancelled", Kind.CANCELLED, {})
         else:
             assert outcome.error is not None
             await self._report(run, "failed", Kind.FAILED, outcome.error.model_dump())
 
-    async def _report(self, run: Envelope, state: RunState, kind: Kind, payload: dict[str, Any]) -> None:
+    async def _report(
+        self,
+        run: Envelope,
+        state: RunState,
+        kind: Kind,
+        payload: dict[str, Any],
+        batches: tuple[CountedBatch, ...] = (),
+    ) -> None:
         """The outcome goes to the store first (the truth), then to the coordinator, after
-        the run's batch reports."""
+        the run's other reports; if it was not reported accepted, with its start."""
         active = self._active.get((run.task_id, run.node_id))
         if active is not None and active.sends:
             await asyncio.gather(*active.sends, return_exceptions=True)
+        if active is not None and not active.accepted_sent:
+            payload = {**payload, "started_at": active.started_at}
         error = None
         if kind == Kind.FAILED:
             error = NodeError.model_validate(payload)
@@ -529,6 +559,7 @@ class Worker:
             time.time(),
             payload.get("metrics"),
             error,
+            batches,
         )
         ended = await self._ends(end)
         if not ended:
@@ -558,10 +589,17 @@ class Worker:
     async def _publish(
         self, run: Envelope, kind: Kind, payload: dict[str, Any] | None = None, dedup: str = ""
     ) -> None:
-        message = self._status(run.task_id, run.node_id, run.attempt, kind, payload or {}, dedup)
+        messages = [self._status(run.task_id, run.node_id, run.attempt, kind, payload or {}, dedup)]
+        active = self._active.get((run.task_id, run.node_id))
+        if kind in _PROGRESS and active is not None and not active.accepted_sent:
+            # Progress before ACCEPTED_AFTER_SEC: it started, said first (in order).
+            active.accepted_sent = True
+            if active.accept_timer is not None:
+                active.accept_timer.cancel()
+            messages.insert(0, self._status(run.task_id, run.node_id, run.attempt, Kind.ACCEPTED, {}))
         try:
             async with asyncio.timeout(STATUS_SEND_TIMEOUT_SEC):
-                await self.bus.publish(STATUS_TOPIC, message)
+                await self.bus.publish_many([(STATUS_TOPIC, m) for m in messages])
         except Exception as exc:  # never the handler's failure: the fact is in the store already
             log.warning(
                 "task %s node %s: could not send %s (%s); the coordinator reconciles from the store",
@@ -570,6 +608,10 @@ class Worker:
                 kind.value,
                 exc,
             )
+
+
+def _batch_list(batches: list[tuple[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    return [{"batch_uid": uid, "metrics": metrics} for uid, metrics in batches]
 
 
 def _attempt_key(message: Envelope) -> Attempt:

@@ -442,6 +442,31 @@ async def test_record_batches_counts_each_batch_once(store: Store) -> None:
     assert "b3" not in await store.batch_records("t1", ODD)
 
 
+async def test_a_runs_end_counts_the_batches_it_carries_only_if_it_is_recorded(store: Store) -> None:
+    await tasks_created(store, "t1")
+    assert await store.record_batch("t1", ODD, "b1", {"rows": 1.0})
+    for attempt in (1, 2):
+        assert await store.claim_run("t1", ODD, attempt, "w1", 30, now=100.0)
+    carried = (
+        CountedBatch("t1", ODD, "b1", {"rows": 7.0}),  # counted before: the first record wins
+        CountedBatch("t1", ODD, "b.2", {"r.x": 2.0}),
+    )
+    lost = RunEnd("t1", ODD, 1, "w2", "finished", now=120.0, batches=(CountedBatch("t1", ODD, "b9", {}),))
+    assert await store.end_runs([lost]) == [False]
+    assert await store.batch_records("t1", ODD) == {"b1": {"rows": 1.0}}, "not ended, not counted"
+
+    ended = RunEnd("t1", ODD, 1, "w1", "finished", now=120.0, metrics={"n": 1.0}, batches=carried)
+    assert await store.end_runs([ended]) == [True]
+    again = (CountedBatch("t1", ODD, "b.2", {"r.x": 5.0}),)
+    later = RunEnd("t1", ODD, 2, "w1", "finished", now=121.0, batches=again)
+    assert await store.end_runs([later]) == [True]
+    assert await store.batch_records("t1", ODD) == {"b1": {"rows": 1.0}, "b.2": {"r.x": 2.0}}
+    assert (await store.attempt_inputs("t1", ODD)).counted == {"b1", "b.2"}
+    assert [r.metrics for r in await store.get_runs("t1")] == [{"n": 1.0}, {}]
+    with pytest.raises(ValueError, match="of its own node"):
+        RunEnd("t1", ODD, 1, "w1", "finished", now=1.0, batches=(CountedBatch("t1", "other", "b", {}),))
+
+
 # -- worker states -------------------------------------------------------------------
 
 

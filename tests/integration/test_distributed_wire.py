@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from flowkit import Coordinator, CoordinatorConfig, Worker, WorkerConfig
 from flowkit.states import State, TaskStatus
+from flowkit.worker.handlers.base import BatchResult, Handler
 
 from .faults.handlers import Sink, SlowSource, streaming_graph
 
@@ -193,3 +194,46 @@ async def test_a_run_command_delivered_again_while_it_runs_runs_once_and_holds_o
 
     assert_exact(await coordinator.wait_task(task_id, timeout=60))
     assert sorted(runtime["source"].processed) == [f"b{i:04d}" for i in range(COUNT)]
+
+
+class Quick(Handler):
+    async def process_batch(self, batch: Any, ctx: Any) -> BatchResult:
+        return BatchResult(metrics={"rows": 3})
+
+
+async def test_a_short_run_reports_its_start_and_batches_with_its_outcome_in_one_write(
+    kafka_bootstrap: str, kafka_topic_prefix: str, mongo_db: Any
+) -> None:
+    wire = {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": kafka_topic_prefix}
+    coordinator = Coordinator(db=mongo_db, cfg=CoordinatorConfig(**wire))
+    worker = Worker(db=mongo_db, cfg=WorkerConfig(**wire, roles=["quick"]), handlers={"quick": Quick()})
+    await coordinator.start()
+    await worker.start()
+    try:
+        graph = {
+            "nodes": [
+                {"node_id": "a", "type": "quick"},
+                {"node_id": "b", "type": "quick", "depends_on": ["a"]},
+            ]
+        }
+        status = await coordinator.wait_task(
+            await coordinator.create_task(params={}, graph=graph), timeout=60
+        )
+    finally:
+        await worker.stop()
+        await coordinator.stop()
+    assert status.status == State.FINISHED, status.summary()
+    for node in status.nodes.values():
+        assert (node.batches, node.metrics) == (1, {"rows": 3})
+        assert node.started_at is not None and node.finished_at is not None
+        assert node.started_at <= node.finished_at
+    kinds = [
+        json.loads(r.value)["kind"] for r in await read_all(kafka_bootstrap, f"{kafka_topic_prefix}status.v1")
+    ]
+    assert kinds == ["status.finished", "status.finished"], "no accepted nor batch report of their own"
+    assert await mongo_db["flowkit_batches"].count_documents({}) == 0
+    runs = await mongo_db["flowkit_runs"].find({}, {"_id": 0, "node_id": 1, "batches": 1}).to_list(None)
+    assert sorted((r["node_id"], [b["batch_uid"] for b in r["batches"]]) for r in runs) == [
+        ("a", ["inline"]),
+        ("b", ["inline"]),
+    ]

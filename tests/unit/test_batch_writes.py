@@ -143,3 +143,36 @@ async def test_a_failed_write_fails_the_next_batch_and_the_end(store: LoggedStor
     with pytest.raises(ConnectionError):
         await batch(writes, "b1")
     assert await store.batch_records("t", "n") == {}
+
+
+async def test_records_no_write_took_yet_are_handed_back_for_the_runs_end(store: LoggedStore) -> None:
+    counted: list[tuple[str, bool]] = []
+    writes = writes_for(store, counted)
+    store.hold.clear()
+    await batch(writes, "b0")
+    await store.entered.wait()  # b0 is being written
+    await batch(writes, "b1")
+    await batch(writes, "b2")
+    taken = writes.take_records()
+    store.hold.set()
+    await writes.drain()
+    assert [b.batch_uid for b in taken] == ["b1", "b2"]
+    assert store.log == [("artifacts", ["b0"]), ("records", ["b0"]), ("artifacts", ["b1", "b2"])]
+    assert counted == [("b0", True)], "the taken ones are counted by whoever stores them"
+
+    writes.put_back(taken)  # the end will not carry them after all: written as the others
+    await writes.drain()
+    assert store.log[-1] == ("records", ["b1", "b2"])
+    assert sorted(await store.batch_records("t", "n")) == ["b0", "b1", "b2"]
+
+
+async def test_records_before_a_waiting_checkpoint_are_not_handed_back(store: LoggedStore) -> None:
+    writes = writes_for(store, [])
+    store.hold.clear()
+    await batch(writes, "b0")
+    await store.entered.wait()
+    await batch(writes, "b1", checkpoint=True)
+    assert writes.take_records() == [], "the checkpoint may be stored only after b1's record"
+    store.hold.set()
+    await writes.drain()
+    assert [what for what, _ in store.log] == ["artifacts", "records", "artifacts", "records", "checkpoint"]
