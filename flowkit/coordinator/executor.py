@@ -192,6 +192,18 @@ class Executor:
                 self.send_run(run, action)
                 return
 
+    async def _bar(self, run: TaskRun, node_id: str, attempt: int) -> None:
+        """A stopped attempt that no worker has claimed yet never starts: workers need not
+        read the node's state before each run to find out. One that has started is
+        stopped by the signal (and the workers' poll of the store)."""
+        try:
+            barred = await self.store.bar_run(run.task_id, node_id, attempt, time.time())
+        except Exception as exc:  # the signal and the workers' poll still stop it
+            log.warning("task %s node %s: could not bar attempt %d (%s)", run.task_id, node_id, attempt, exc)
+            return
+        if barred:
+            self.apply(run, run.scheduler.node_cancelled(node_id, attempt, time.time()))
+
     def _retry_later(self, run: TaskRun, action: RetryLater) -> None:
         log.info(
             "task %s node %s: retry as attempt %d in %.1fs",
@@ -217,6 +229,7 @@ class Executor:
             return
         if run.scheduler.nodes[action.node_id].spec.is_coordinator_fn:
             return  # not started yet: _start_function sees it stopped
+        self.spawn(asyncio.create_task(self._bar(run, action.node_id, action.attempt)))
         run.send(
             SIGNALS_TOPIC,
             Envelope(

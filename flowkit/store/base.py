@@ -133,6 +133,16 @@ class RunRecord(BaseModel):
     error: NodeError | None = None
 
 
+BARRED = ""
+"""The worker id of an attempt barred before any worker claimed it (:meth:`Store.bar_run`)."""
+
+
+def barred_run(task_id: str, node_id: str, attempt: int, now: float) -> RunRecord:
+    return RunRecord(
+        task_id=task_id, node_id=node_id, attempt=attempt, worker_id=BARRED, state="cancelled", ended_at=now
+    )
+
+
 ChangeListener = Callable[[str], None]
 """Called with a task id after each write this store made to that task."""
 
@@ -309,6 +319,12 @@ class Store(Protocol):
         """:meth:`end_run` of each, in one round trip: True for each outcome recorded
         (False: not held by that worker, or its task is gone), and with it the batch
         records it carries (:attr:`RunEnd.batches`), which :meth:`batch_records` lists."""
+        ...
+
+    async def bar_run(self, task_id: str, node_id: str, attempt: int, now: float) -> bool:
+        """Make sure an attempt never starts (its node was stopped while queued): True if no
+        worker had claimed it, and none can now (it is recorded ``cancelled`` by nobody,
+        ``worker_id=""``); False if a worker holds it or ended it (then stop it by signal)."""
         ...
 
     async def get_runs(self, task_id: str) -> list[RunRecord]: ...

@@ -10,7 +10,18 @@ from typing import Any
 
 from ..errors import LeaseLost, NodeNotFound, TaskNotFound
 from ..states import NodeError, NodeStatus, State, TaskStatus, apply_fields
-from .base import Artifact, AttemptInputs, CountedBatch, Fence, RunClaim, RunEnd, RunRecord, RunState
+from .base import (
+    BARRED,
+    Artifact,
+    AttemptInputs,
+    CountedBatch,
+    Fence,
+    RunClaim,
+    RunEnd,
+    RunRecord,
+    RunState,
+    barred_run,
+)
 from .changes import ChangeTracker
 from .fields import check_names, task_fields_to_write, worker_state_paths
 
@@ -306,6 +317,14 @@ class MemoryStore(ChangeTracker):
             return False
         runs[node_id, attempt] = run.model_copy(update={"lease_until": now + lease_sec})
         return True
+
+    async def bar_run(self, task_id: str, node_id: str, attempt: int, now: float) -> bool:
+        runs = self._entry(task_id).runs
+        run = runs.get((node_id, attempt))
+        if run is None:
+            runs[node_id, attempt] = barred_run(task_id, node_id, attempt, now)
+            return True
+        return run.worker_id == BARRED
 
     async def claim_runs(self, claims: Sequence[RunClaim]) -> list[bool]:
         for claim in claims:

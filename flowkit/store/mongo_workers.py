@@ -20,7 +20,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError, WriteError
 
 from ..states import NodeError
-from .base import RunClaim, RunEnd, RunRecord, RunState
+from .base import BARRED, RunClaim, RunEnd, RunRecord, RunState, barred_run
 from .fields import worker_state_paths
 from .mongo_keys import decode_keys, encode_keys, encode_path
 from .mongo_part import MongoStorePart, bulk_update, insert_new
@@ -97,6 +97,18 @@ class WorkerRecords(MongoStorePart):
         mine = {"_id": _run_id(claim.task_id, claim.node_id, claim.attempt)} | _held_by(claim.worker_id)
         result = await self._runs.update_one(mine, {"$set": {"lease_until": claim.now + claim.lease_sec}})
         return bool(result.matched_count)
+
+    async def bar_run(self, task_id: str, node_id: str, attempt: int, now: float) -> bool:
+        """An insert, like a claim: of a worker's claim and this, the first wins."""
+        await self._require(task_id)
+        await self.ensure_indexes()
+        run_id = _run_id(task_id, node_id, attempt)
+        doc = {"_id": run_id, **barred_run(task_id, node_id, attempt, now).model_dump(mode="json")}
+        (barred,) = await insert_new(self._runs, [doc])
+        if barred:
+            return True
+        existing = await self._runs.find_one({"_id": run_id}, {"worker_id": 1})
+        return existing is not None and existing.get("worker_id") == BARRED
 
     async def renew_runs(
         self, worker_id: str, runs: Iterable[tuple[str, str, int]], lease_sec: float, now: float

@@ -144,11 +144,13 @@ class Presence:
 
     async def poll_cancellations(self) -> None:
         """A signal missed while a run was starting, or sent while this worker was unreachable,
-        still reaches the handler within ``db_cancel_poll_ms``."""
-        for run in self.worker.active_runs:
-            store = self.worker.store
-            state = await store.node_state(run.ctx.task_id, run.ctx.node_id)
-            if state in _STOPPED_IN_STORE:
+        still reaches the handler within ``db_cancel_poll_ms``. One read for all of them."""
+        runs, store = self.worker.active_runs, self.worker.store
+        if not runs:
+            return
+        states = await store.node_states([(run.ctx.task_id, run.ctx.node_id) for run in runs])
+        for run, state in zip(runs, states, strict=True):
+            if state in _STOPPED_IN_STORE and not run.job.done():
                 # The task's cancel request says why, as the signal would have.
                 reason = await store.cancel_request(run.ctx.task_id) or f"node is {state} in the store"
                 self.request_cancel(run, {"reason": reason, "source": "db"})

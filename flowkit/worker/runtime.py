@@ -111,11 +111,10 @@ class Worker:
         self.run_writes = asyncio.Lock()
         """This worker's writes of run records, one at a time (a MongoDB-protocol server
         may apply updates of one document as read-modify-write: FerretDB does)."""
-        # The slots' claims, outcomes and node reads, each kind in one bulk request per
-        # round (a run's batches go in groups of their own: BatchWrites).
+        # The slots' claims and outcomes, each kind in one bulk request per round (a run's
+        # batches go in groups of their own: BatchWrites).
         self._claims = GroupCommit(self.store.claim_runs, self.run_writes)
         self._ends = GroupCommit(self.store.end_runs, self.run_writes)
-        self._node_reads = GroupCommit(self.store.node_states)
         self._commands: list[Subscription] = []
         self._takers: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -435,12 +434,13 @@ class Worker:
             self.active_mirror.changed()
 
     async def _attempt_inputs(self, message: Envelope) -> AttemptInputs:
-        """A first attempt reads only the node's state: the attempt was just claimed by this
-        worker alone (one claim per attempt) and every earlier run of the node had a lower
-        number, so it has no checkpoint and no counted batch to read (reads that scan on
-        FerretDB). Batch records stay exact without the set: the first record wins."""
+        """A first attempt reads nothing: the attempt was just claimed by this worker alone
+        (one claim per attempt) and every earlier run of the node had a lower number, so it
+        has no checkpoint and no counted batch to read (batch records stay exact without
+        the set: the first record wins); and a node stopped before it started had its
+        attempt barred by the coordinator (``Store.bar_run``), so the claim failed."""
         if message.attempt == 1:
-            return AttemptInputs(await self._node_reads((message.task_id, message.node_id)), None, set())
+            return AttemptInputs(None, None, set())
         return await self.store.attempt_inputs(message.task_id, message.node_id)
 
     def _oldest_active(self) -> ActiveRun | None:

@@ -442,6 +442,19 @@ async def test_record_batches_counts_each_batch_once(store: Store) -> None:
     assert "b3" not in await store.batch_records("t1", ODD)
 
 
+async def test_a_barred_attempt_cannot_be_claimed_and_a_claimed_one_cannot_be_barred(store: Store) -> None:
+    await tasks_created(store, "t1")
+    assert await store.bar_run("t1", ODD, 1, now=100.0)
+    assert await store.bar_run("t1", ODD, 1, now=101.0), "barred already: still barred"
+    assert await store.claim_runs([RunClaim("t1", ODD, 1, "w1", 30, 102.0)]) == [False]
+    assert await store.claim_run("t1", ODD, 2, "w1", 30, now=102.0)
+    assert not await store.bar_run("t1", ODD, 2, now=103.0), "a worker holds it"
+    records = {r.attempt: (r.worker_id, r.state, r.ended_at) for r in await store.get_runs("t1")}
+    assert records == {1: ("", "cancelled", 100.0), 2: ("w1", "running", None)}
+    with pytest.raises(TaskNotFound):
+        await store.bar_run("t9", ODD, 1, now=100.0)
+
+
 async def test_a_runs_end_counts_the_batches_it_carries_only_if_it_is_recorded(store: Store) -> None:
     await tasks_created(store, "t1")
     assert await store.record_batch("t1", ODD, "b1", {"rows": 1.0})

@@ -197,3 +197,30 @@ async def test_a_task_created_suspended_starts_nothing_until_resumed() -> None:
         await rt.coordinator.resume_task(task_id)
         status = await rt.coordinator.wait_task(task_id, timeout=TIMEOUT)
     assert status.status == State.FINISHED and len(recorder.batches["only"]) == 1
+
+
+class CountingGate(Gate):
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[str] = []
+
+    async def process_batch(self, batch: Batch, ctx: RunContext) -> BatchResult:
+        self.runs.append(ctx.node_id)
+        return await super().process_batch(batch, ctx)
+
+
+async def test_a_node_cancelled_while_its_command_waits_for_a_slot_never_runs() -> None:
+    gate = CountingGate()
+    graph = {"nodes": [{"node_id": "first", "type": "gate"}, {"node_id": "second", "type": "gate"}]}
+    async with LocalRuntime({"gate": gate}, concurrency=1) as rt:  # one slot: one waits
+        task_id = await rt.submit(graph)
+        await wait_event(gate.started)
+        queued = await status_when(
+            rt, task_id, lambda s: {n.status for n in s.nodes.values()} == {State.RUNNING, State.QUEUED}
+        )
+        await rt.coordinator.cancel_task(task_id)
+        status = await status_when(rt, task_id, lambda s: s.status.terminal)
+    assert status.status == State.CANCELLED, status.summary()
+    assert {n.status for n in status.nodes.values()} == {State.CANCELLED}
+    assert len(gate.runs) == 1, f"the queued node ran after its cancel: {gate.runs}"
+    assert queued.nodes[gate.runs[0]].status == State.RUNNING
