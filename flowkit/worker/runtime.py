@@ -38,12 +38,14 @@ from .state import ActiveRun, ActiveRunMirror, DatabaseWorkerState
 log = logging.getLogger("flowkit.worker")
 
 CLAIM_TRIES = 5
-STATUS_SEND_TIMEOUT_SEC = 5.0
-ACCEPTED_AFTER_SEC = 0.05
-_PROGRESS = frozenset({Kind.ARTIFACT, Kind.BATCH_DONE})
 MIRROR_STOP_SEC = 2.0
+STATUS_SEND_TIMEOUT_SEC = 5.0
 """A status message is a fast copy of a fact already in the store: when the broker is
 away, the worker does not wait for it longer than this (the coordinator reconciles)."""
+ACCEPTED_AFTER_SEC = 0.05
+"""A run says it was accepted once it has run this long, or with its first progress
+report (``_PROGRESS``), whichever comes first; a shorter run says so in its outcome."""
+_PROGRESS = frozenset({Kind.ARTIFACT, Kind.BATCH_DONE})
 
 
 @dataclass
