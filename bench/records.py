@@ -18,6 +18,8 @@ CELERY = "Celery + Redis"
 PREFECT = "Prefect 3.9"
 DAGSTER = "Dagster 1.13"
 SERVICES = "services floor"
+STORE_CEILING = "store ceiling"
+"""The services' record of ``bench/store_ceiling.py``: documents/s and the fan-out ceiling."""
 RUNTIMES = (FLOOR, EMBEDDED, DISTRIBUTED, CELERY, PREFECT, DAGSTER)
 
 SHAPES = {

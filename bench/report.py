@@ -22,6 +22,7 @@ from records import (
     RUNTIMES,
     SERVICES,
     SHAPES,
+    STORE_CEILING,
     Run,
     read_json,
     write_json,
@@ -96,6 +97,24 @@ def shape_table(run: Run, shape: str) -> list[str]:
     return [*lines, ""]
 
 
+def store_ceiling_table(run: Run) -> list[str]:
+    """What the MongoDB-protocol server alone writes per second of a no-op node's three
+    document writes, and the fan-out ceiling that sets (``bench/store_ceiling.py``)."""
+    record = run.find(SERVICES, STORE_CEILING, failed=True)
+    if record is None:
+        return []
+    lines = [
+        "### The store's ceiling at a no-op node's three writes (`bench/store_ceiling.py`)",
+        "",
+        "| measured alone (1,000 documents) | value |",
+        "|---|---|",
+    ]
+    if not record.ok:
+        return [*lines, f"| **{record.error}** | |", ""]
+    lines += [f"| {name} | {value:,.0f} |" for name, value in record.figures.items()]
+    return [*lines, ""]
+
+
 def growth(run: Run) -> list[str]:
     """Cost per unit at twice the size over cost at the size: ≤ 1 means it grew no faster than the work."""
     lines = ["| shape | " + " | ".join(RUNTIMES) + " |", "|---|" + "---|" * len(RUNTIMES)]
@@ -131,7 +150,7 @@ def markdown(run: Run, plot_name: str) -> str:
         + (f"; each measurement had {run.timeout_sec:.0f} s to finish." if run.timeout_sec else "."),
         "",
     ]
-    services = [r for r in run.records if r.runtime == SERVICES]
+    services = [r for r in run.records if r.runtime == SERVICES and r.shape != STORE_CEILING]
     if services:
         lines += ["### The services' floor", "", "| operation | p50 ms | p99 ms |", "|---|---|---|"]
         names = {"kafka": "Kafka produce → consume round trip", "mongo": "find_one_and_update"}
@@ -141,6 +160,7 @@ def markdown(run: Run, plot_name: str) -> str:
                 continue
             lines.append(f"| {names[r.shape]} | {_fmt(r.figures['p50_ms'])} | {_fmt(r.figures['p99_ms'])} |")
         lines.append("")
+    lines += store_ceiling_table(run)
     for shape in SHAPES:
         if run.sizes(shape):
             lines += shape_table(run, shape)

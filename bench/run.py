@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 from isolate import Figures, MeasurementError, MeasurementFailed, measure
-from records import CELERY, DISTRIBUTED, EMBEDDED, FLOOR, SERVICES, Record, Run, write_json
+from records import CELERY, DISTRIBUTED, EMBEDDED, FLOOR, SERVICES, STORE_CEILING, Record, Run, write_json
 from report import write
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -102,11 +102,13 @@ def testenv() -> tuple[str, str]:
 def distributed_steps(quick: bool, runs: int, logs: Path) -> list[Step]:
     from distributed import distributed
     from floor import kafka_floor, mongo_floor
+    from store_ceiling import store_ceiling
 
     kafka, mongo = testenv()
     steps = [
         Step(SERVICES, "kafka", 1, isolated(kafka_floor, kafka), runs),
         Step(SERVICES, "mongo", 1, isolated(mongo_floor, mongo), runs),
+        Step(SERVICES, STORE_CEILING, 1, isolated(store_ceiling, mongo), 1),
     ]
     for shape in SIZES:
         for size in sizes(shape, quick):

@@ -11,7 +11,8 @@ bounds a fan-out's nodes per second before FlowKit spends any time of its own. T
 times each kind alone, ``--docs`` documents in commands of ``--group`` (about what a
 16-slot worker and the coordinator send in the fan-out shape) and of 50 (the most FlowKit
 puts in one bulk request), and prints documents per second and the fan-out ceiling they
-imply. A benchmark, not a test: the figures go to docs/performance.md.
+imply. A benchmark, not a test: ``bench/run.py`` runs it with the services' floor and
+reports it beside the fan-out (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ async def measure(url: str, docs: int, group: int) -> dict[str, float]:
     finally:
         await client.drop_database(database)
         await client.close()
+
+
+def store_ceiling(url: str) -> dict[str, float]:
+    """:func:`measure` with the defaults in a process of its own (``run.py`` runs it beside
+    the services' floor)."""
+    return asyncio.run(measure(url, 1000, 5))
 
 
 def main() -> None:
