@@ -43,18 +43,16 @@ class StatusIntake:
             # ended: a batch report a producer delivered late, after its send had timed out
             # (a broker restart), must not count again once the node's count is final.
             return
-        apply = self.executor.apply
+        apply, lease_until = self.executor.apply, now + self.cfg.worker_lease_ttl_sec
         if node.state == State.QUEUED and msg.kind in _OUTCOMES and "started_at" in msg.payload:
             # A short run says it started in its outcome (no accepted message of its own).
             started = min(_number(msg.payload["started_at"], now), now)
-            self._accepted(run, node_id, now + self.cfg.worker_lease_ttl_sec)
-            apply(run, sched.node_started(node_id, msg.attempt, msg.worker_id, started))
+            self._started(run, node_id, msg.attempt, msg.worker_id, lease_until, started)
         if msg.kind == Kind.ACCEPTED:
-            self._accepted(run, node_id, now + self.cfg.worker_lease_ttl_sec)
-            apply(run, sched.node_started(node_id, msg.attempt, msg.worker_id, now))
+            self._started(run, node_id, msg.attempt, msg.worker_id, lease_until, now)
         elif msg.kind == Kind.HEARTBEAT:
             if node_id in run.worker_lease:
-                run.worker_lease[node_id] = now + self.cfg.worker_lease_ttl_sec
+                run.worker_lease[node_id] = lease_until
         elif msg.kind == Kind.ARTIFACT:
             apply(run, sched.first_batch(node_id, msg.attempt, now))
         elif msg.kind == Kind.BATCH_DONE:
@@ -89,8 +87,7 @@ class StatusIntake:
         if record is None:
             return
         if node.state == State.QUEUED and record.state != "released":
-            self._accepted(run, node_id, record.lease_until)
-            self.executor.apply(run, run.scheduler.node_started(node_id, attempt, record.worker_id, now))
+            self._started(run, node_id, attempt, record.worker_id, record.lease_until, now)
         if record.state == "running":
             run.worker_lease[node_id] = max(run.worker_lease.get(node_id, 0.0), record.lease_until)
         elif record.state == "finished":
@@ -109,12 +106,15 @@ class StatusIntake:
         actions = run.scheduler.node_lost(node_id, attempt, why, self.cfg.max_worker_losses, time.time())
         self.executor.apply(run, actions)
 
-    @staticmethod
-    def _accepted(run: TaskRun, node_id: str, lease_until: float) -> None:
+    def _started(
+        self, run: TaskRun, node_id: str, attempt: int, worker_id: str, lease_until: float, started_at: float
+    ) -> None:
+        """A worker took the attempt: no re-send, its lease runs, the node is running."""
         run.sent_at.pop(node_id, None)
         run.worker_lease[node_id] = lease_until
         if run.status.nodes[node_id].note is not None:
             run.set_node(node_id, {"note": None})
+        self.executor.apply(run, run.scheduler.node_started(node_id, attempt, worker_id, started_at))
 
     def _batch_done(
         self, run: TaskRun, node_id: str, attempt: int, batches: list[tuple[str, Any]], now: float

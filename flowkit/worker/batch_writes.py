@@ -99,7 +99,7 @@ class BatchWrites:
     def take_records(self) -> list[CountedBatch]:
         """The batch records no write has taken yet, handed back to go with the attempt's
         end (:attr:`~flowkit.store.base.RunEnd.batches`), so a short run costs no write of
-        them. None while a checkpoint waits: it may be written only after them."""
+        them. Nothing while a checkpoint waits: it may be written only after them."""
         if self.checkpoint_waiting or self._failure is not None:
             return []
         records, self._records = self._records, []
