@@ -5,7 +5,8 @@ MongoDB-compatible services) has none, and polling every reader every few hundre
 milliseconds is both slow and a load on the database. So every process announces its
 own writes on one Kafka topic (``changes.v1``, keyed by task): the store calls
 :meth:`ChangeFeed.written` after each write, the feed coalesces what was written since
-its last send into one notice per task, and every process's feed turns notices from
+its last send into one notice per task (plain writes at most every
+:data:`NOTICE_GAP_SEC`), and every process's feed turns notices from
 others into ``store.notice(task_id)``, which wakes whoever waits in
 ``store.wait_changed`` (streaming readers, ``wait_task``, ``watch``, the operator).
 
@@ -28,6 +29,14 @@ log = logging.getLogger("flowkit.feed")
 
 NoticeHandler = Callable[[str], None]
 
+NOTICE_GAP_SEC = 0.05
+"""After a send, plain write notices wait this long for the next. A notice costs the
+broker a produce and a fetch answer to every process that follows the feed, on the
+broker that carries the run commands and outcomes a chain waits for: sent at every
+write, they made a no-op chain's node 9 to 11 ms instead of 7, and a 1,000-wide fan-out
+250 to 260 nodes/s instead of 275 to 310. Readers wait at most this much longer; notices
+with a reason (a new task, a cancel) never wait."""
+
 
 class ChangeFeed:
     """Publishes this process's writes and applies everyone else's to the local store."""
@@ -38,6 +47,7 @@ class ChangeFeed:
         self.origin = new_id()
         self._pending: dict[str, str] = {}  # task id -> reason ("" for a plain write)
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._handlers: dict[str, list[NoticeHandler]] = {}
         self._subscription: Subscription | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -76,6 +86,7 @@ class ChangeFeed:
         """Tell every process something about ``task_id`` (``"new"``, ``"cancel"``)."""
         self._pending[task_id] = reason
         self._wake.set()
+        self._urgent.set()
 
     async def _send_notices(self) -> None:
         while True:
@@ -85,9 +96,13 @@ class ChangeFeed:
             except Exception as exc:  # the broker is away: readers fall back to polling
                 log.warning("change feed: could not send notices (%s); retrying", exc)
                 await asyncio.sleep(0.5)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), NOTICE_GAP_SEC)
 
     async def _flush(self) -> None:
         self._wake.clear()
+        self._urgent.clear()
         pending, self._pending = self._pending, {}
         try:
             await self.bus.publish_many(
