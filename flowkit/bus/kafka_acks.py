@@ -4,8 +4,8 @@
 message before it on that partition are acked, so a commit never passes a message
 that was not acked. One background task per subscription then commits the newest
 position of every partition that moved, all in one call; acks that come while a
-commit is in flight go into the next one. So a burst of acks costs one broker round
-trip, not one each.
+commit is in flight, or in the short gap after it, go into the next one. So a burst of
+acks costs one broker round trip, not one each.
 
 A rebalance first commits what was acked on the revoked partitions (bounded), then
 forgets them: an ack that comes later, for a message taken before the rebalance, is
@@ -16,6 +16,7 @@ once; the effects are idempotent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -25,6 +26,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 log = logging.getLogger(__name__)
+
+COMMIT_GAP_SEC = 0.05
+"""After a commit, the next waits this long (or for a flush: a rebalance, a close). A
+commit costs the broker a write of the offsets log, as much as a produce; one per
+message handled (a chain's node: one in the coordinator, one in the worker) made a
+no-op chain's node about 1 ms slower and a 1,000-wide fan-out 10 % slower. Nothing is
+lost by waiting: a crash redelivers at most this much more of the work, and every effect of a
+message is idempotent."""
 
 
 @dataclass
@@ -61,6 +70,7 @@ class OffsetCommitter:
         self._next_round: asyncio.Future[None] | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -116,6 +126,7 @@ class OffsetCommitter:
         waiting = self._next_round if self._pending else self._in_flight
         if waiting is None:
             return True
+        self._urgent.set()
         try:
             await asyncio.wait_for(asyncio.shield(waiting), timeout)
         except TimeoutError:
@@ -138,6 +149,10 @@ class OffsetCommitter:
                 self._in_flight = None
                 if not done.done():
                     done.set_result(None)
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), COMMIT_GAP_SEC)
+            self._urgent.clear()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:

@@ -377,6 +377,37 @@ async def test_acks_made_while_a_commit_is_in_flight_go_into_the_next_one(
 
 
 @pytest.mark.integration
+async def test_acks_after_a_commit_wait_for_the_gap_unless_flushed(
+    kafka_kit: BusKit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowkit.bus import kafka_acks
+
+    monkeypatch.setattr(kafka_acks, "COMMIT_GAP_SEC", 60.0)  # longer than the test
+    member = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "gap", ack=lambda _: False)
+    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(20)])
+    await wait_for(lambda: len(member.received) == 20, 15, "all 20, not acked yet")
+    consumer: Any = member.sub._consumer
+    calls: list[dict[Any, Any]] = []
+    real_commit = consumer.commit
+
+    async def counted(offsets: dict[Any, Any]) -> None:
+        await real_commit(offsets)
+        calls.append(dict(offsets))
+
+    monkeypatch.setattr(consumer, "commit", counted)
+    first, *rest = member.received
+    await first.ack()
+    await wait_for(lambda: len(calls) == 1, 10, "the first ack's commit, at once")
+    for delivery in rest:  # each far apart enough for a commit of its own without the gap
+        await delivery.ack()
+        await asyncio.sleep(0.01)
+    assert len(calls) == 1
+    await flushed(member)
+    assert len(calls) == 2
+    assert total(await committed(kafka_kit, kafka_bootstrap, "gap")) == 20
+
+
+@pytest.mark.integration
 async def test_acks_of_messages_taken_before_a_rebalance_are_not_committed(
     kafka_kit: BusKit, kafka_bootstrap: str
 ) -> None:
