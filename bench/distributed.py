@@ -49,6 +49,9 @@ WORKER_CAPACITY = 16
 STOP_TIMEOUT_SEC = 30.0
 SCALE_FOLLOW_SEC = 10.0
 
+# Set to a directory, these run the processes through a tracer that writes there.
+TRACERS = {"BENCH_TRACE_STORE": "trace_store.py", "BENCH_TRACE_TIMELINE": "trace_timeline.py"}
+
 # Short lease and poll intervals, as flowkit.testing.distributed uses.
 FAST = {
     "FLOWKIT_COORDINATOR_LEASE_CHECK_INTERVAL_SEC": "0.5",
@@ -98,9 +101,11 @@ class Installation:
                 "--capacity", str(WORKER_CAPACITY), "--id", f"{self.database}-worker",
             ],
         }  # fmt: skip
-        if os.environ.get("BENCH_TRACE_STORE"):  # count the store's round trips (trace_store.py)
-            launcher = [sys.executable, str(BENCH_DIR / "trace_store.py")]
-            commands = {name: [*launcher, *command[1:]] for name, command in commands.items()}
+        for variable, tracer in TRACERS.items():  # the processes traced (see those modules)
+            if os.environ.get(variable):
+                launcher = [sys.executable, str(BENCH_DIR / tracer)]
+                commands = {name: [*launcher, *command[1:]] for name, command in commands.items()}
+                break
         logs.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():
             with open(logs / f"{name}.log", "wb") as log:
