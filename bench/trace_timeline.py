@@ -9,9 +9,9 @@
 processes of a machine) of every Kafka send, its acknowledgement and every message
 heard, and of the start and end of every MongoDB command. ``show`` lines the chain's
 nodes up: each one is the coordinator's run command, the worker's claim and run end,
-its ``finished`` report and the coordinator's next command, and it prints the median of
-each step. Tracing costs a little CPU per event; figures measured with it on are not
-the bench's figures.
+its ``finished`` report and the coordinator's next command, and it prints the p50,
+p90, maximum and mean of each step. Tracing costs a little CPU per event; figures
+measured with it on are not the bench's figures.
 """
 
 from __future__ import annotations
@@ -156,15 +156,23 @@ def step_times(events: list[tuple[float, str, str, str]]) -> dict[str, list[floa
     return times
 
 
+def _figures(values: list[float]) -> str:
+    """p50, p90, max and mean, in columns."""
+    ordered = sorted(values)
+    picks = (ordered[len(ordered) // 2], ordered[int(0.9 * (len(ordered) - 1))], ordered[-1])
+    return " ".join(f"{v:6.2f}" for v in (*picks, statistics.mean(values)))
+
+
 def show(directory: Path) -> None:
     times = step_times(load(directory))
     nodes = len(next(iter(times.values())))
     if not nodes:
         sys.exit(f"no chain node found in {directory}: trace a chain (distributed.py's chain shape)")
-    print(f"{nodes} nodes matched; p50 ms of each step:")
+    print(f"{nodes} nodes matched; ms of each step:")
+    print(f"  {'p50':>6} {'p90':>6} {'max':>6} {'mean':>6}")
     for name, values in times.items():
-        print(f"  {statistics.median(values):6.2f}  {name}")
-    print(f"  {sum(statistics.median(v) for v in times.values()):6.2f}  (sum of the medians)")
+        print(f"  {_figures(values)}  {name}")
+    print(f"  {_figures([sum(step) for step in zip(*times.values(), strict=True)])}  (the node)")
 
 
 def main() -> None:

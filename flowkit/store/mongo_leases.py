@@ -73,7 +73,8 @@ class TaskLeases(MongoStorePart):
         )
         if not result.matched_count:  # deleted meanwhile (or, on FerretDB, a slower claim won)
             return None
-        await self._stamp_nodes(task_id, str(doc["order"]), token)
+        if held:  # a first claim has no earlier owner to fence out: its nodes stay as created
+            await self._stamp_nodes(task_id, str(doc["order"]), token)
         self._known.add(task_id)
         self._bump(task_id)
         return Fence(owner, token)

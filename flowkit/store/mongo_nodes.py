@@ -14,9 +14,11 @@ state. Written one by one, a node write costs what a small document costs.
 
 Node documents are fenced like the task document: each carries the ``fence`` of the
 last owner that wrote it, a fenced write requires ``fence <= token`` and sets it to the
-token, and a claim moves every node of the task on to its new token before it returns,
-so a stale owner's write is refused from then on (the window before is the task
-document's too, docs/backends.md "Fencing").
+token, and a claim that takes the task from an earlier owner moves every node of the
+task on to its new token before it returns, so a stale owner's write is refused from
+then on (the window before is the task document's too, docs/backends.md "Fencing"). A
+task's first claim moves nothing: no owner came before it (on FerretDB the move cost
+a 1,000-node task 0.4 s between its claim and its first run command).
 """
 
 from __future__ import annotations
