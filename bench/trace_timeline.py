@@ -17,6 +17,7 @@ measured with it on are not the bench's figures.
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import statistics
@@ -98,6 +99,7 @@ def trace(timeline: Timeline) -> None:
         failed = _ended
 
     monitoring.register(StoreCommands())
+    gc.callbacks.append(lambda phase, info: timeline.add(f"gc {phase}", f"generation {info['generation']}"))
     send, getone = aiokafka.AIOKafkaProducer.send, aiokafka.AIOKafkaConsumer.getone
 
     async def traced_send(self: Any, topic: str, value: Any = None, key: Any = None, **options: Any) -> Any:

@@ -55,6 +55,7 @@ from ..protocol import (
     Envelope,
 )
 from .kafka_acks import CommittingListener, OffsetCommitter, PartitionAcks
+from .kafka_logs import quiet_retried_leader_changes
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,7 @@ class KafkaBus:
                 f"{self!r} is already started: a KafkaBus has one owner that starts and stops it; "
                 "give the coordinator and each worker a KafkaBus of their own"
             )
+        quiet_retried_leader_changes()
         admin = AIOKafkaAdminClient(**self._clients())
         producer = AIOKafkaProducer(
             **self._clients(), acks="all", enable_idempotence=True, **self._producer_options
