@@ -11,10 +11,12 @@ and /proc.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +50,8 @@ FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
 WORKER_CAPACITY = 16
 STOP_TIMEOUT_SEC = 30.0
 SCALE_FOLLOW_SEC = 10.0
+
+SHAPES = ("chain", "fan", "streaming", "scale")
 
 # Set to a directory, these run the processes through a tracer that writes there.
 TRACERS = {"BENCH_TRACE_STORE": "trace_store.py", "BENCH_TRACE_TIMELINE": "trace_timeline.py"}
@@ -267,3 +271,20 @@ async def _distributed(shape: str, size: int, kafka: str, mongo: str, logs: Path
 def distributed(shape: str, size: int, kafka: str, mongo: str, logs: Path) -> dict[str, float]:
     """One run of ``shape`` at ``size`` on fresh coordinator and worker processes."""
     return asyncio.run(_distributed(shape, size, kafka, mongo, logs))
+
+
+def main() -> None:
+    """``python bench/distributed.py SHAPE SIZE``: one run over the test services
+    (``eval "$(scripts/testenv env)"`` first), its figures as JSON."""
+    if len(sys.argv) != 3 or sys.argv[1] not in SHAPES or not sys.argv[2].isdigit():
+        sys.exit(f"usage: python bench/distributed.py {'|'.join(SHAPES)} SIZE")
+    try:
+        kafka, mongo = os.environ["FLOWKIT_TEST_KAFKA_BOOTSTRAP"], os.environ["FLOWKIT_TEST_MONGO_URL"]
+    except KeyError as missing:
+        sys.exit(f'{missing.args[0]} is not set: run `eval "$(scripts/testenv env)"` first')
+    logs = Path(tempfile.mkdtemp(prefix="flowkit-bench-"))
+    print(json.dumps(distributed(sys.argv[1], int(sys.argv[2]), kafka, mongo, logs)))
+
+
+if __name__ == "__main__":
+    main()
