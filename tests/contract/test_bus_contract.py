@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -323,22 +324,39 @@ async def test_the_commit_stops_below_an_unacked_message_though_later_ones_are_a
     assert total(await committed(kafka_kit, kafka_bootstrap, "gapped")) == 200
 
 
-@pytest.mark.integration
-async def test_a_burst_of_acks_is_committed_in_one_call(
-    kafka_kit: BusKit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    member = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "burst", ack=lambda _: False)
-    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(50)])
-    await wait_for(lambda: len(member.received) == 50, 15, "all 50, not acked yet")
+async def holding_unacked(kit: BusKit, group: str, count: int) -> Collector:
+    """A member of ``group`` that has taken ``count`` messages and acked none."""
+    member = await kit.collect(kit.bus, [TOPIC], group, ack=lambda _: False)
+    await kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(count)])
+    await wait_for(lambda: len(member.received) == count, 15, f"all {count}, not acked yet")
+    return member
+
+
+def commits_of(
+    member: Collector, monkeypatch: pytest.MonkeyPatch, before: Callable[[], Awaitable[None]] | None = None
+) -> list[dict[Any, Any]]:
+    """The offsets of every commit the member's consumer makes from now on, each listed
+    once it landed; ``before`` is awaited before each goes to the broker."""
     consumer: Any = member.sub._consumer
     calls: list[dict[Any, Any]] = []
     real_commit = consumer.commit
 
     async def counted(offsets: dict[Any, Any]) -> None:
-        calls.append(dict(offsets))
+        if before is not None:
+            await before()
         await real_commit(offsets)
+        calls.append(dict(offsets))
 
     monkeypatch.setattr(consumer, "commit", counted)
+    return calls
+
+
+@pytest.mark.integration
+async def test_a_burst_of_acks_is_committed_in_one_call(
+    kafka_kit: BusKit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = await holding_unacked(kafka_kit, "burst", 50)
+    calls = commits_of(member, monkeypatch)
     for delivery in member.received:
         await delivery.ack()
     await flushed(member)
@@ -350,21 +368,14 @@ async def test_a_burst_of_acks_is_committed_in_one_call(
 async def test_acks_made_while_a_commit_is_in_flight_go_into_the_next_one(
     kafka_kit: BusKit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    member = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "in-flight", ack=lambda _: False)
-    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(50)])
-    await wait_for(lambda: len(member.received) == 50, 15, "all 50, not acked yet")
-    consumer: Any = member.sub._consumer
-    calls: list[dict[Any, Any]] = []
+    member = await holding_unacked(kafka_kit, "in-flight", 50)
     entered, release = asyncio.Event(), asyncio.Event()
-    real_commit = consumer.commit
 
-    async def held(offsets: dict[Any, Any]) -> None:
-        calls.append(dict(offsets))
+    async def held() -> None:
         entered.set()
         await release.wait()
-        await real_commit(offsets)
 
-    monkeypatch.setattr(consumer, "commit", held)
+    calls = commits_of(member, monkeypatch, before=held)
     for delivery in member.received[:25]:
         await delivery.ack()
     await asyncio.wait_for(entered.wait(), 10)
@@ -383,18 +394,8 @@ async def test_acks_after_a_commit_wait_for_the_gap_unless_flushed(
     from flowkit.bus import kafka_acks
 
     monkeypatch.setattr(kafka_acks, "COMMIT_GAP_SEC", 60.0)  # longer than the test
-    member = await kafka_kit.collect(kafka_kit.bus, [TOPIC], "gap", ack=lambda _: False)
-    await kafka_kit.bus.publish_many([(TOPIC, run_cmd(f"task-{i % 5}", i)) for i in range(20)])
-    await wait_for(lambda: len(member.received) == 20, 15, "all 20, not acked yet")
-    consumer: Any = member.sub._consumer
-    calls: list[dict[Any, Any]] = []
-    real_commit = consumer.commit
-
-    async def counted(offsets: dict[Any, Any]) -> None:
-        await real_commit(offsets)
-        calls.append(dict(offsets))
-
-    monkeypatch.setattr(consumer, "commit", counted)
+    member = await holding_unacked(kafka_kit, "gap", 20)
+    calls = commits_of(member, monkeypatch)
     first, *rest = member.received
     await first.ack()
     await wait_for(lambda: len(calls) == 1, 10, "the first ack's commit, at once")
