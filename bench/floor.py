@@ -151,12 +151,32 @@ def _percentiles(times: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(ordered), "p99_ms": ordered[round(0.99 * (len(ordered) - 1))]}
 
 
+async def _create_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> None:
+    """Create ``topic`` and wait until the broker names its leader: a consumer started
+    before that logs it "not found in cluster metadata" (and retries)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            (described,) = await admin.describe_topics([topic])
+            if described.get("error_code") == 0 and all(p["leader"] >= 0 for p in described["partitions"]):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
 async def kafka_round_trip(bootstrap: str, samples: int = 200) -> dict[str, float]:
     """One message produced (acks=all, idempotent, as FlowKit sends) and consumed back."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient
 
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    await _create_topic(bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
