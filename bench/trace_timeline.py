@@ -131,18 +131,19 @@ def load(directory: Path) -> list[tuple[float, str, str, str]]:
     return sorted(merged)
 
 
+def _is(event: tuple[float, str, str, str], wanted: tuple[str, str, str]) -> bool:
+    _, who, what, detail = event
+    return (who, what) == wanted[:2] and detail.startswith(wanted[2])
+
+
 def step_times(events: list[tuple[float, str, str, str]]) -> dict[str, list[float]]:
     """Milliseconds of each step, one entry per node whose steps all matched in order."""
     times: dict[str, list[float]] = {name: [] for name, _, _ in STEPS}
 
     def find(start: int, wanted: tuple[str, str, str]) -> int | None:
-        for i in range(start, len(events)):
-            _, who, what, detail = events[i]
-            if (who, what) == wanted[:2] and detail.startswith(wanted[2]):
-                return i
-        return None
+        return next((i for i in range(start, len(events)) if _is(events[i], wanted)), None)
 
-    starts = [i for i, (_, who, what, detail) in enumerate(events) if (who, what, detail[:4]) == RUN_SENT]
+    starts = [i for i, event in enumerate(events) if _is(event, RUN_SENT)]
     for first in starts:
         found, at = [], first
         for _, begin, end in STEPS:
